@@ -1,0 +1,53 @@
+"""The config mechanism: typed dataclasses from YAML + overrides, errors that name the key."""
+from dataclasses import dataclass, field
+from typing import Literal
+
+import pytest
+
+from avfusion.config import ConfigError, config_hash, load_config, parse_overrides
+
+
+@dataclass
+class Inner:
+    arch: Literal["token", "dense", "factorized"] = "factorized"
+    ratio: float = 0.25
+
+
+@dataclass
+class Outer:
+    epochs: int = 1
+    name: str = "x"
+    inner: Inner = field(default_factory=Inner)
+    layers: list[int] = field(default_factory=list)
+
+
+def test_yaml_files_and_overrides_merge_left_to_right(tmp_path):
+    a = tmp_path / "a.yaml"
+    a.write_text("epochs: 3\ninner: {arch: dense}\n")
+    cfg = load_config(Outer, [a], ["inner.ratio=1", "layers=[1, 2]"])
+    assert cfg.epochs == 3 and cfg.inner.arch == "dense"
+    assert cfg.inner.ratio == 1.0 and isinstance(cfg.inner.ratio, float)
+    assert cfg.layers == [1, 2]
+
+
+def test_unknown_key_is_named_with_accepted_keys():
+    with pytest.raises(ConfigError, match=r"unknown config key 'inner\.arc'.*'arch'"):
+        load_config(Outer, [], ["inner.arc=token"])
+
+
+def test_wrong_type_and_bad_choice_are_named():
+    with pytest.raises(ConfigError, match=r"'epochs'.*integer"):
+        load_config(Outer, [], ["epochs=abc"])
+    with pytest.raises(ConfigError, match=r"'inner\.arch'.*'token', 'dense', 'factorized'"):
+        load_config(Outer, [], ["inner.arch=mlp"])
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="nope.yaml"):
+        load_config(Outer, [tmp_path / "nope.yaml"])
+
+
+def test_hash_changes_with_values_only():
+    assert config_hash(Outer()) == config_hash(Outer())
+    assert config_hash(Outer()) != config_hash(Outer(epochs=2))
+    assert parse_overrides(["a.b=1", "a.c=x"]) == {"a": {"b": 1, "c": "x"}}
