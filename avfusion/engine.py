@@ -1,0 +1,312 @@
+"""The one training loop every task uses: schedule, AMP, accumulation, DDP, checkpoints, exact resume.
+
+How a task calls it:
+
+    from avfusion.engine import OptimConfig, train
+
+    def loss_fn(model, batch):               # batch: the loader's dict, already on the device
+        out = model(batch["image"], batch["audio"])       # call `model` (maybe DDP-wrapped)
+        return out["loss"], {"loss_image": out["loss_image"]}   # (scalar tensor, named scalars)
+
+    def eval_fn(model, epoch):               # optional; model unwrapped and in eval mode
+        return {"acc": ...}                  # returned dicts are kept in result.evals
+
+    result = train(model, loss_fn, train_set, cfg.optim, out_dir, seed=cfg.seed,
+                   device=cfg.device, workers=cfg.data.workers, job_config=cfg,
+                   eval_fn=eval_fn, eval_epochs=lambda epoch: epoch % 10 == 0,
+                   extra_logs=[(out_dir / "knn.csv", "epoch")])
+    result.model, result.history[-1]["loss"], result.evals
+
+What it does (spec 3.2, 4, 6; MAE `engine_pretrain.py` / `util/lr_sched.py`):
+- param groups from `avfusion.optim.param_groups` (or `param_groups=` given by the task);
+  lr = blr * batch_size * accum_iter * world_size / 256 unless `optim.lr` is set; per-iteration
+  warmup + half-cosine, set at every accumulation boundary with fractional epoch e + it/len.
+- gradient accumulation (loss / accum_iter, DDP `no_sync` between boundaries); AMP (bf16/fp16)
+  on CUDA only, GradScaler for fp16; optional grad clipping.
+- DDP when `avfusion.distributed.init_distributed()` finds WORLD_SIZE > 1 (NCCL on GPU, gloo on CPU),
+  BatchNorm -> SyncBatchNorm, `DistributedSampler(seed=seed, drop_last)` also for one process, so
+  the sample order depends only on (seed, epoch).
+- after each epoch (and its eval): `out/checkpoints/checkpoint_latest.pth` (atomic) =
+  {state_dict, optimizer, scaler, epoch (completed), step (optimizer steps), rng (per rank:
+  python, numpy, torch, cuda), sampler {seed, epoch, world_size}, config}.
+- a call on a folder holding a checkpoint resumes from it exactly; rows of `log.csv` (column
+  `step`), `epochs.csv` and `extra_logs` (column `epoch`) written after that checkpoint are dropped.
+- `out/log.csv`: one row per optimizer step (epoch, step, lr, loss, named logs); `out/epochs.csv`:
+  one row per epoch (means, wall time); progress lines with rate and ETA.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from . import distributed as dist_utils
+from .config import to_dict
+from .io import atomic_torch_save
+from .optim import OptimConfig, build_optimizer, param_groups as default_param_groups, set_lr
+from .progress import CSVLog, Progress
+
+__all__ = ["OptimConfig", "train", "TrainResult", "checkpoint_path", "load_checkpoint",
+           "resolve_device", "unwrap", "seed_everything", "move_to_device"]
+
+LossFn = Callable[[torch.nn.Module, Any], tuple[torch.Tensor, dict]]
+
+
+@dataclass
+class TrainResult:
+    model: torch.nn.Module                 # unwrapped, on the training device
+    history: list[dict]                    # epochs.csv rows (all epochs, earlier runs included)
+    evals: dict[int, dict] = field(default_factory=dict)  # epoch -> eval_fn result (this process)
+    steps: int = 0                         # optimizer steps done in total
+    epochs_done: int = 0
+    resumed_from: Optional[int] = None     # completed epochs found in the checkpoint
+    stopped_early: bool = False            # time_budget_s reached
+
+
+def checkpoint_path(out_dir: str | Path) -> Path:
+    return Path(out_dir) / "checkpoints" / "checkpoint_latest.pth"
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    path = Path(path)
+    if path.is_dir():
+        path = checkpoint_path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"config key 'device': {name!r} requested but CUDA is not available")
+    return torch.device(name)
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def move_to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: move_to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(move_to_device(v, device) for v in batch)
+    return batch
+
+
+def _rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _amp_dtype(amp: str, device: torch.device) -> Optional[torch.dtype]:
+    if device.type != "cuda":
+        if amp in ("bf16", "fp16"):
+            print(f"note: optim.amp={amp} ignored on {device.type}: mixed precision runs on GPU only")
+        return None
+    if amp == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+
+
+def _read_csv(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    out = []
+    for row in rows:
+        parsed = {}
+        for k, v in row.items():
+            try:
+                parsed[k] = float(v) if v not in ("", None) else None
+            except ValueError:
+                parsed[k] = v
+        out.append(parsed)
+    return out
+
+
+def _scalar(value: Any) -> float:
+    return float(value.detach().float().item()) if isinstance(value, torch.Tensor) else float(value)
+
+
+def train(model: torch.nn.Module, loss_fn: LossFn, train_set: Dataset, cfg: OptimConfig,
+          out_dir: str | Path, *, seed: int = 0, device: str = "auto", workers: int = 0,
+          collate_fn: Optional[Callable] = None, param_groups: Optional[list[dict]] = None,
+          ramp_prefixes: tuple[str, ...] = ("encoder.image.", "encoder.audio."),
+          eval_fn: Optional[Callable[[torch.nn.Module, int], Optional[dict]]] = None,
+          eval_epochs: Optional[Callable[[int], bool]] = None,
+          extra_logs: Iterable[tuple[Path, str]] = (), job_config: Any = None,
+          desc: str = "train", progress_every: int = 10) -> TrainResult:
+    """Train `model` for cfg.epochs epochs with `loss_fn(model, batch) -> (loss, logs)`; see module doc."""
+    out_dir = Path(out_dir)
+    extra_logs = [(Path(p), col) for p, col in extra_logs]
+    dev = resolve_device(device)
+    dist_utils.init_distributed(dev.type)
+    rank, world = dist_utils.get_rank(), dist_utils.get_world_size()
+    main = rank == 0
+    seed_everything(seed + rank)
+
+    model = model.to(dev)
+    groups = param_groups if param_groups is not None else default_param_groups(
+        model, cfg, ramp_prefixes=ramp_prefixes)
+    base_lr = cfg.absolute_lr(world)
+    optimizer = build_optimizer(groups, cfg, base_lr)
+    amp_dtype = _amp_dtype(cfg.amp, dev)
+    scaler = torch.amp.GradScaler(dev.type, enabled=amp_dtype == torch.float16)
+    net = model
+    if world > 1:
+        net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        net = torch.nn.parallel.DistributedDataParallel(
+            net, device_ids=[dev.index or 0] if dev.type == "cuda" else None)
+
+    sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True,
+                                 seed=seed, drop_last=True)
+    loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=sampler, num_workers=workers,
+                        collate_fn=collate_fn, drop_last=True, pin_memory=dev.type == "cuda")
+    iters = len(loader) if cfg.max_steps_per_epoch is None else min(len(loader), cfg.max_steps_per_epoch)
+    iters -= iters % cfg.accum_iter
+    if iters == 0:
+        raise ValueError(f"training set of {len(train_set)} items gives no full optimizer step with "
+                         f"batch_size={cfg.batch_size} x accum_iter={cfg.accum_iter} x {world} processes")
+
+    # ---- resume
+    ckpt_file = checkpoint_path(out_dir)
+    log_path, epochs_path = out_dir / "log.csv", out_dir / "epochs.csv"
+    start_epoch, step, resumed_from = 0, 0, None
+    if ckpt_file.is_file():
+        ckpt = load_checkpoint(ckpt_file)
+        unwrap(net).load_state_dict(ckpt["state_dict"], strict=True)
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+        start_epoch, step, resumed_from = int(ckpt["epoch"]), int(ckpt["step"]), int(ckpt["epoch"])
+        rng_states = ckpt["rng"]
+        _set_rng_state(rng_states[rank] if rank < len(rng_states) else rng_states[0])
+        if main:
+            CSVLog.truncate_after(log_path, "step", step)
+            for path, column in [(epochs_path, "epoch"), *extra_logs]:
+                CSVLog.truncate_after(path, column, start_epoch - 1)
+            print(f"resumed from {ckpt_file}: {start_epoch} epochs, {step} steps done")
+        dist_utils.barrier()
+    elif main:  # a fresh run: logs from an earlier, checkpoint-less attempt are stale
+        for path in [log_path, epochs_path, *(p for p, _ in extra_logs)]:
+            Path(path).unlink(missing_ok=True)
+
+    step_log: Optional[CSVLog] = None
+    epoch_log: Optional[CSVLog] = None
+    evals: dict[int, dict] = {}
+    t_start, stopped_early, epochs_done = time.perf_counter(), False, start_epoch
+    for epoch in range(start_epoch, cfg.epochs):
+        sampler.set_epoch(epoch)
+        net.train()
+        t_epoch = time.perf_counter()
+        progress = Progress(total=iters, desc=f"{desc} ep {epoch + 1}/{cfg.epochs}", every=progress_every)
+        sums: dict[str, float] = {}
+        n_rows, lr = 0, 0.0
+        window: dict[str, float] = {}
+        optimizer.zero_grad(set_to_none=True)
+        for it, batch in enumerate(loader):
+            if it >= iters:
+                break
+            if it % cfg.accum_iter == 0:
+                lr = set_lr(optimizer, cfg, base_lr, epoch + it / iters)
+            batch = move_to_device(batch, dev)
+            boundary = (it + 1) % cfg.accum_iter == 0
+            sync = contextlib.nullcontext() if (boundary or world == 1) else net.no_sync()
+            with sync:
+                with torch.autocast(dev.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                    loss, logs = loss_fn(net, batch)
+                loss_value = _scalar(loss)
+                if not math.isfinite(loss_value):
+                    raise FloatingPointError(f"loss is {loss_value} at epoch {epoch}, iteration {it}: stopping")
+                scaler.scale(loss / cfg.accum_iter).backward()
+            for k, v in {"loss": loss_value, **{k: _scalar(v) for k, v in logs.items()}}.items():
+                window[k] = window.get(k, 0.0) + v / cfg.accum_iter
+            if boundary:
+                if cfg.clip_grad is not None:
+                    scaler.unscale_(optimizer)
+                    window["grad_norm"] = _scalar(torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.clip_grad))
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                if world > 1:  # log the mean over ranks
+                    values = torch.tensor(list(window.values()), dtype=torch.float64, device=dev)
+                    torch.distributed.all_reduce(values)
+                    window = dict(zip(window, (values / world).tolist()))
+                if main:
+                    if step_log is None:
+                        step_log = CSVLog(log_path, ["epoch", "step", "lr", *window])
+                    step_log.write(epoch=epoch, step=step, lr=f"{lr:.6e}",
+                                   **{k: repr(v) for k, v in window.items()})
+                for k, v in window.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                n_rows += 1
+                window = {}
+            progress.update(loss=loss_value, lr=lr)
+        optimizer.zero_grad(set_to_none=True)
+        epoch_row = {k: v / max(n_rows, 1) for k, v in sums.items()}
+
+        evaluated = eval_fn is not None and (eval_epochs is None or eval_epochs(epoch))
+        if evaluated:
+            net.eval()
+            result = eval_fn(unwrap(net), epoch)
+            if result is not None:
+                evals[epoch] = result
+            net.train()
+        if main:
+            if epoch_log is None:
+                epoch_log = CSVLog(epochs_path, ["epoch", "step", "lr", *epoch_row, "epoch_s"])
+            epoch_log.write(epoch=epoch, step=step, lr=f"{lr:.6e}", epoch_s=f"{time.perf_counter() - t_epoch:.3f}",
+                            **{k: repr(v) for k, v in epoch_row.items()})
+        rng_states = dist_utils.all_gather_objects(_rng_state())
+        if main:
+            atomic_torch_save({
+                "state_dict": unwrap(net).state_dict(), "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+                "epoch": epoch + 1, "step": step, "rng": rng_states,
+                "sampler": {"seed": seed, "epoch": epoch + 1, "world_size": world},
+                "config": to_dict(job_config) if job_config is not None else to_dict(cfg),
+            }, ckpt_file)
+        dist_utils.barrier()
+        epochs_done = epoch + 1
+        if cfg.time_budget_s is not None and time.perf_counter() - t_start > cfg.time_budget_s:
+            stopped_early = epoch + 1 < cfg.epochs
+            if main and stopped_early:
+                print(f"time budget {cfg.time_budget_s}s reached after epoch {epoch + 1}: stopping")
+            break
+    for log in (step_log, epoch_log):
+        if log is not None:
+            log.close()
+    return TrainResult(model=unwrap(net), history=_read_csv(epochs_path), evals=evals, steps=step,
+                       epochs_done=epochs_done, resumed_from=resumed_from, stopped_early=stopped_early)
