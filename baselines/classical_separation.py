@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -24,13 +23,13 @@ import numpy as np
 import torch
 
 from avfusion.config import ConfigError
+from avfusion.metrics.separation import bss_eval, silent_mixtures
 from avfusion.progress import CSVLog, Progress
 from avfusion.provenance import write_metrics
 from avfusion.tasks.common import add_job_arguments, job_main
 from baselines.nmf import NMFConfig, nmf_masks
 from baselines.rpca import RPCAConfig, rpca_masks
 
-SILENCE_ENERGY = 1e-5
 LOG_FIELDS = ["pair", "sdr", "sir", "sar", "sdr_mix", "skipped"]
 
 
@@ -53,7 +52,7 @@ class Config:
     method: Literal["nmf", "rpca"] = "nmf"
     seed: int = 0
     scale: str = "tiny"
-    metrics_backend: Literal["mir_eval", "fast"] = "mir_eval"
+    metrics_backend: Literal["auto", "fast", "mir_eval"] = "auto"  # auto: the project's default backend
     data: DataConfig = field(default_factory=DataConfig)
     stft: STFTConfig = field(default_factory=STFTConfig)
     nmf: NMFConfig = field(default_factory=NMFConfig)
@@ -85,31 +84,17 @@ def separate(mix: np.ndarray, method: str, cfg: Config) -> np.ndarray:
     return torch.istft(masked, n_fft, hop, window=window, center=True, length=len(mix)).numpy()
 
 
-def bss_eval(refs: np.ndarray, ests: np.ndarray, backend: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """SDR, SIR, SAR (each (S,)) of estimates (S, T) against references (S, T), no permutation."""
-    if backend == "fast":
-        from avfusion.metrics.bss_eval_fast import bss_eval_sources_batch
-
-        sdr, sir, sar = bss_eval_sources_batch(torch.as_tensor(refs)[None], torch.as_tensor(ests)[None])
-        return (np.asarray(sdr[0], dtype=np.float64), np.asarray(sir[0], dtype=np.float64),
-                np.asarray(sar[0], dtype=np.float64))
-    import mir_eval
-
-    with warnings.catch_warnings():  # bss_eval_sources is deprecated in mir_eval 0.8, removed in 0.9 (pinned <0.9)
-        warnings.simplefilter("ignore", FutureWarning)
-        warnings.simplefilter("ignore", DeprecationWarning)
-        sdr, sir, sar, _ = mir_eval.separation.bss_eval_sources(refs, ests, compute_permutation=False)
-    return sdr, sir, sar
+def _backend(name: str) -> str | None:
+    return None if name == "auto" else name
 
 
-def best_permutation_metrics(refs: np.ndarray, ests: np.ndarray, backend: str = "mir_eval"):
-    """Score both assignments of two estimates to two sources; keep the one with the higher mean SIR."""
-    best = None
-    for order in ([0, 1], [1, 0]):
-        scores = bss_eval(refs, ests[order], backend)
-        if best is None or scores[1].mean() > best[1].mean():
-            best = scores
-    return best
+def best_permutation_metrics(refs: np.ndarray, ests: np.ndarray, backend: str = "auto"):
+    """(sdr, sir, sar) each (2,) of two estimates against two sources under the assignment with the
+    higher mean SIR (mir_eval's `compute_permutation=True` rule); refs, ests (2, T)."""
+    both = np.stack([ests, ests[::-1]])  # (2 orders, 2, T)
+    sdr, sir, sar = bss_eval(np.stack([refs, refs]), both, _backend(backend))  # each (2 orders, 2)
+    best = int(np.argmax(sir.mean(1)))
+    return sdr[best], sir[best], sar[best]
 
 
 def run(cfg: Config, out_dir: Path) -> dict:
@@ -133,14 +118,13 @@ def run(cfg: Config, out_dir: Path) -> dict:
         refs = item["source_waves"].double().numpy()  # (2, T)
         mix = item["mix_wave"].double().numpy()  # (T,)
         ests = separate(mix, cfg.method, cfg)  # (2, T)
-        energies = np.concatenate([(refs ** 2).sum(1), (ests ** 2).sum(1)])
-        if (energies < SILENCE_ENERGY).any():
+        if silent_mixtures(refs[None], ests[None])[0]:
             n_skipped += 1
             log.write(pair=i, sdr="", sir="", sar="", sdr_mix="", skipped="silent reference or estimate")
             progress.update()
             continue
         sdr, sir, sar = best_permutation_metrics(refs, ests, cfg.metrics_backend)
-        sdr_mix = bss_eval(refs, np.stack([mix, mix]), cfg.metrics_backend)[0]
+        sdr_mix = bss_eval(refs[None], np.stack([mix, mix])[None], _backend(cfg.metrics_backend))[0][0]
         sdrs.append(sdr.mean())
         sirs.append(sir.mean())
         sars.append(sar.mean())
