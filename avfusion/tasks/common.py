@@ -14,7 +14,7 @@ import argparse
 from pathlib import Path
 from typing import Any, Callable
 
-from ..config import ConfigError, load_config
+from ..config import ConfigError, load_config, load_yaml, merge, parse_overrides
 
 
 def add_job_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,13 +25,26 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path, help="run folder (resumes if it holds a checkpoint)")
 
 
-def load_job_config(config_cls: type, files: list, overrides: list) -> Any:
-    return load_config(config_cls, files, overrides)
+def load_job_config(config_cls: type, files: list, overrides: list, recipes: dict | None = None) -> Any:
+    """Build `config_cls` from files + overrides. With `recipes` ({name: nested dict}), the config's
+    `recipe` key (from files/overrides, else the class default) picks a layer of defaults that sits
+    under the files: a recipe is config data (e.g. the paper's vs the code's hyperparameters)."""
+    if not recipes:
+        return load_config(config_cls, files, overrides)
+    raw: dict = {}
+    for path in files or []:
+        raw = merge(raw, load_yaml(path))
+    raw = merge(raw, parse_overrides(overrides))
+    name = raw.get("recipe", getattr(config_cls(), "recipe", None))
+    if name not in recipes:
+        raise ConfigError(f"config key 'recipe': got {name!r}, expected one of {sorted(recipes)}")
+    return load_config(config_cls, files, overrides, base=recipes[name])
 
 
-def job_main(args: argparse.Namespace, config_cls: type, run: Callable[[Any, Path], dict]) -> int:
+def job_main(args: argparse.Namespace, config_cls: type, run: Callable[[Any, Path], dict],
+             recipes: dict | None = None) -> int:
     try:
-        cfg = load_job_config(config_cls, args.config, args.overrides)
+        cfg = load_job_config(config_cls, args.config, args.overrides, recipes)
     except ConfigError as err:
         raise SystemExit(f"error: {err}") from None
     args.out.mkdir(parents=True, exist_ok=True)
