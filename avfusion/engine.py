@@ -8,7 +8,7 @@ How a task calls it:
         out = model(batch["image"], batch["audio"])       # call `model` (maybe DDP-wrapped)
         return out["loss"], {"loss_image": out["loss_image"]}   # (scalar tensor, named scalars)
 
-    def eval_fn(model, epoch):               # optional; model unwrapped and in eval mode
+    def eval_fn(model, epoch, step):         # optional; model unwrapped and in eval mode
         return {"acc": ...}                  # returned dicts are kept in result.evals
 
     result = train(model, loss_fn, train_set, cfg.optim, out_dir, seed=cfg.seed,
@@ -31,6 +31,8 @@ What it does (spec 3.2, 4, 6; MAE `engine_pretrain.py` / `util/lr_sched.py`):
   python, numpy, torch, cuda), sampler {seed, epoch, world_size}, config}.
 - a call on a folder holding a checkpoint resumes from it exactly; rows of `log.csv` (column
   `step`), `epochs.csv` and `extra_logs` (column `epoch`) written after that checkpoint are dropped.
+- `eval_fn(model, epoch, step)` runs after the epochs where `eval_epochs(epoch)` holds (all if None),
+  before the checkpoint; with `eval_at_start` also once before training on a fresh run (epoch -1, step 0).
 - `out/log.csv`: one row per optimizer step (epoch, step, lr, loss, named logs); `out/epochs.csv`:
   one row per epoch (means, wall time); progress lines with rate and ETA.
 """
@@ -163,8 +165,8 @@ def train(model: torch.nn.Module, loss_fn: LossFn, train_set: Dataset, cfg: Opti
           out_dir: str | Path, *, seed: int = 0, device: str = "auto", workers: int = 0,
           collate_fn: Optional[Callable] = None, param_groups: Optional[list[dict]] = None,
           ramp_prefixes: tuple[str, ...] = ("encoder.image.", "encoder.audio."),
-          eval_fn: Optional[Callable[[torch.nn.Module, int], Optional[dict]]] = None,
-          eval_epochs: Optional[Callable[[int], bool]] = None,
+          eval_fn: Optional[Callable[[torch.nn.Module, int, int], Optional[dict]]] = None,
+          eval_epochs: Optional[Callable[[int], bool]] = None, eval_at_start: bool = False,
           extra_logs: Iterable[tuple[Path, str]] = (), job_config: Any = None,
           desc: str = "train", progress_every: int = 10) -> TrainResult:
     """Train `model` for cfg.epochs epochs with `loss_fn(model, batch) -> (loss, logs)`; see module doc."""
@@ -203,6 +205,7 @@ def train(model: torch.nn.Module, loss_fn: LossFn, train_set: Dataset, cfg: Opti
     ckpt_file = checkpoint_path(out_dir)
     log_path, epochs_path = out_dir / "log.csv", out_dir / "epochs.csv"
     start_epoch, step, resumed_from = 0, 0, None
+    evals: dict[int, dict] = {}
     if ckpt_file.is_file():
         ckpt = load_checkpoint(ckpt_file)
         unwrap(net).load_state_dict(ckpt["state_dict"], strict=True)
@@ -222,9 +225,15 @@ def train(model: torch.nn.Module, loss_fn: LossFn, train_set: Dataset, cfg: Opti
         for path in [log_path, epochs_path, *(p for p, _ in extra_logs)]:
             Path(path).unlink(missing_ok=True)
 
+    if eval_at_start and eval_fn is not None and resumed_from is None:  # fresh run: probe the init (epoch -1)
+        net.eval()
+        result = eval_fn(unwrap(net), -1, 0)
+        if result is not None:
+            evals[-1] = result
+        net.train()
+
     step_log: Optional[CSVLog] = None
     epoch_log: Optional[CSVLog] = None
-    evals: dict[int, dict] = {}
     t_start, stopped_early, epochs_done = time.perf_counter(), False, start_epoch
     for epoch in range(start_epoch, cfg.epochs):
         sampler.set_epoch(epoch)
@@ -280,7 +289,7 @@ def train(model: torch.nn.Module, loss_fn: LossFn, train_set: Dataset, cfg: Opti
         evaluated = eval_fn is not None and (eval_epochs is None or eval_epochs(epoch))
         if evaluated:
             net.eval()
-            result = eval_fn(unwrap(net), epoch)
+            result = eval_fn(unwrap(net), epoch, step)
             if result is not None:
                 evals[epoch] = result
             net.train()
