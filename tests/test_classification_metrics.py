@@ -43,3 +43,12 @@ def test_class_positive_everywhere_has_no_auc_and_is_counted():
     targets = np.array([[1, 1], [1, 0], [1, 1], [1, 0]])
     got = multilabel_map_auc(np.array([[0.9, 0.8], [0.1, 0.2], [0.5, 0.9], [0.3, 0.1]]), targets)
     assert got["n_auc_skipped"] == 1 and got["auc"] == 100.0 and got["map"] == 100.0
+
+
+def test_head_metrics_names_keys_per_head():
+    from avfusion.metrics.classification import head_metrics
+
+    logits = {"image": torch.tensor([[1.0, 0.0], [1.0, 0.0]]), "all": torch.tensor([[1.0, 0.0], [0.0, 1.0]])}
+    assert head_metrics(logits, torch.tensor([0, 1]), multilabel=False) == {"acc_image": 50.0, "acc_all": 100.0}
+    multi = head_metrics({"all": torch.tensor([[2.0, -1.0], [-1.0, 2.0]])}, torch.tensor([[1, 0], [0, 1]]), True)
+    assert multi == {"map_all": 100.0, "auc_all": 100.0}

@@ -44,3 +44,16 @@ def multilabel_map_auc(scores, targets) -> dict:
     return {"map": float(np.mean(aps) * 100.0),
             "auc": float(np.mean(aucs) * 100.0) if aucs else float("nan"),
             "n_classes": int(len(seen)), "n_auc_skipped": int(len(seen) - len(aucs))}
+
+
+def head_metrics(logits: dict, labels, multilabel: bool) -> dict:
+    """{head: logits (N, C)} -> flat task metrics: acc_<head> (single-label) or map_<head>, auc_<head>."""
+    out = {}
+    for head, head_logits in logits.items():
+        if multilabel:
+            probs = torch.as_tensor(head_logits).float().sigmoid()
+            stats = multilabel_map_auc(probs, labels)
+            out[f"map_{head}"], out[f"auc_{head}"] = stats["map"], stats["auc"]
+        else:
+            out[f"acc_{head}"] = top1_accuracy(head_logits, labels)
+    return out
