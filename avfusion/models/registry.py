@@ -1,0 +1,143 @@
+"""Model registry: `family` -> (pretraining-model factory, encoder factory).
+
+    model = build_pretrain_model({"preset": "deepavfusion-tiny", "fusion": {"arch": "dense"}})
+    encoder = build_encoder(model_config("deepavfusion-vggsound"))
+
+Baselines register their families from `baselines/<module>.py` (imported lazily on first use):
+
+    register("cav-mae", pretrain_factory, encoder_factory, config_cls=CAVMAEModel)
+    register_preset("cav-mae-tiny", {"family": "cav-mae", ...})
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Callable, NamedTuple
+
+from torch import nn
+
+from ..config import ConfigError
+from . import presets
+from .avmae import AVMAE, UnimodalEncoder, UnimodalMAE
+from .encoder import DeepAVFusionEncoder, load_branch_checkpoint
+from .vit import ViT
+
+# family -> module that registers it (imported when the family or an unknown preset is asked for)
+BASELINE_MODULES = {
+    "cav-mae": "baselines.cavmae",
+    "sound-of-pixels": "baselines.sound_of_pixels",
+    "late-fusion": "baselines.late_fusion",
+}
+
+
+class Family(NamedTuple):
+    pretrain: Callable[[dict], nn.Module]
+    encoder: Callable[[dict], nn.Module]
+
+
+FAMILIES: dict[str, Family] = {}
+
+
+def register(family: str, pretrain_factory: Callable[[dict], nn.Module] | None,
+             encoder_factory: Callable[[dict], nn.Module] | None, config_cls: type | None = None) -> None:
+    """Register a model family. Factories take the validated model dict; `config_cls` (a dataclass)
+    validates model dicts of this family (unknown key / wrong type -> ConfigError)."""
+    FAMILIES[family] = Family(pretrain_factory, encoder_factory)
+    if config_cls is not None:
+        presets.register_family_config(family, config_cls)
+
+
+def _import_module(path: str) -> bool:
+    """Import `path`; False only if that module itself does not exist (a broken one raises)."""
+    try:
+        importlib.import_module(path)
+    except ModuleNotFoundError as err:
+        if err.name and (path == err.name or path.startswith(err.name + ".")):
+            return False
+        raise
+    return True
+
+
+def import_baseline_modules() -> None:
+    """Import every known baseline module so that its presets and families are registered."""
+    for path in BASELINE_MODULES.values():
+        _import_module(path)
+
+
+def family_entry(family: str) -> Family:
+    if family not in FAMILIES and family in BASELINE_MODULES:
+        _import_module(BASELINE_MODULES[family])
+    if family not in FAMILIES:
+        raise ConfigError(f"config key 'model.family': unknown family {family!r}; known: "
+                          f"{sorted(set(FAMILIES) | set(BASELINE_MODULES))}")
+    return FAMILIES[family]
+
+
+def resolve(model_dict: dict) -> dict:
+    """`{preset: NAME, ...overrides}` or a full model dict -> validated model dict."""
+    return presets.resolve_model_section(model_dict)
+
+
+def build_pretrain_model(model_dict: dict) -> nn.Module:
+    cfg = resolve(model_dict)
+    factory = family_entry(cfg["family"]).pretrain
+    if factory is None:
+        raise ConfigError(f"model family {cfg['family']!r} has no pretraining model")
+    return factory(cfg)
+
+
+def build_encoder(model_dict: dict) -> nn.Module:
+    cfg = resolve(model_dict)
+    factory = family_entry(cfg["family"]).encoder
+    if factory is None:
+        raise ConfigError(f"model family {cfg['family']!r} has no encoder")
+    return factory(cfg)
+
+
+# ---------------------------------------------------------------------------------------------
+# built-in families
+
+
+def deepavfusion_encoder(cfg: dict) -> DeepAVFusionEncoder:
+    fusion = cfg["fusion"]
+    return DeepAVFusionEncoder(
+        embed_dim=cfg["embed_dim"], depth=cfg["depth"], num_heads=cfg["num_heads"], mlp_ratio=cfg["mlp_ratio"],
+        image_size=tuple(cfg["image"]["input_size"]), image_patch=cfg["image"]["patch_size"],
+        audio_size=tuple(cfg["audio"]["input_size"]), audio_patch=cfg["audio"]["patch_size"],
+        fusion_arch=fusion["arch"], fusion_layers=fusion["layers"],
+        fusion_tokens=(fusion["num_fusion_tkns"], fusion["num_aggr_image_tkns"], fusion["num_aggr_audio_tkns"]),
+        fusion_attn_ratio=fusion["attn_ratio"], fusion_mlp_ratio=fusion["mlp_ratio"],
+        fusion_num_heads=fusion["num_heads"], dense_impl=fusion["dense_impl"],
+        drop_path=cfg["drop_path"], attn_drop=cfg["attn_drop"], drop=cfg["drop"],
+        image_pretrained=cfg["image"]["pretrained"], audio_pretrained=cfg["audio"]["pretrained"])
+
+
+def deepavfusion_pretrain(cfg: dict) -> AVMAE:
+    dec = cfg["decoder"]
+    return AVMAE(deepavfusion_encoder(cfg), decoder_dim=dec["embed_dim"], decoder_depth=dec["depth"],
+                 decoder_num_heads=dec["num_heads"], decoder_mlp_ratio=dec["mlp_ratio"],
+                 image_mask_ratio=cfg["image"]["mask_ratio"], audio_mask_ratio=cfg["audio"]["mask_ratio"],
+                 image_norm_loss=cfg["image"]["norm_loss"], audio_norm_loss=cfg["audio"]["norm_loss"])
+
+
+def unimodal_encoder(cfg: dict) -> UnimodalEncoder:
+    modality = cfg["modality"]
+    branch = cfg[modality]
+    vit = ViT(input_size=tuple(branch["input_size"]), patch_size=branch["patch_size"],
+              in_chans=3 if modality == "image" else 1, embed_dim=cfg["embed_dim"], depth=cfg["depth"],
+              num_heads=cfg["num_heads"], mlp_ratio=cfg["mlp_ratio"], norm_eps=1e-6,
+              drop_path=cfg["drop_path"], attn_drop=cfg["attn_drop"], drop=cfg["drop"])
+    if branch["pretrained"]:
+        load_branch_checkpoint(vit, branch["pretrained"], modality)
+    return UnimodalEncoder(modality, vit)
+
+
+def unimodal_pretrain(cfg: dict) -> UnimodalMAE:
+    dec = cfg["decoder"]
+    branch = cfg[cfg["modality"]]
+    return UnimodalMAE(unimodal_encoder(cfg), decoder_dim=dec["embed_dim"], decoder_depth=dec["depth"],
+                       decoder_num_heads=dec["num_heads"], decoder_mlp_ratio=dec["mlp_ratio"],
+                       mask_ratio=branch["mask_ratio"], norm_pix_loss=branch["norm_loss"])
+
+
+register("deepavfusion", deepavfusion_pretrain, deepavfusion_encoder, presets.DeepAVFusionModel)
+register("mae", unimodal_pretrain, unimodal_encoder, presets.UnimodalMAEModel)
