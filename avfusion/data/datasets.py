@@ -1,0 +1,309 @@
+"""torch Datasets over manifests (docs/interfaces.md, "Data"); every item is a dict of tensors.
+
+    ds = AVClipDataset("data/tuxav-tiny", "train", train=True, image_size=112)
+    item = ds[0]   # image (3,112,112), audio (1,128,192), label, index
+
+Timing (spec 1.3, 4.5): a 3 s audio window and one frame per item.
+- window centre: `frame_time` when the row has one, else the middle of [start, end];
+- train: rows with `frame_time` jitter the centre by U(+-0.33 * 3 s) (AVSBench), others draw the
+  centre from U(start + 1.5, end - 1.5) (VideoDataset); the window is then clamped into [start, end];
+- frame: the still `frame`, or the video frame at a random time in the window (train) or the frame
+  nearest the window centre (eval: deterministic, unlike the official code, spec 8 item 42).
+Train randomness uses torch's global RNG, which DataLoader seeds per worker; eval uses none.
+A clip that cannot be read raises MediaError naming the file (never a random substitute).
+"""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from .. import audio as audio_lib
+from .. import transforms
+from ..media import MediaError, duration, read_audio, read_frame
+from .manifest import PAIR_COLUMNS, read_classes, read_manifest, split_labels
+
+SEGMENTATION_JITTER_S = 0.33 * audio_lib.CLIP_SECONDS  # AVSBench train jitter (spec 4.5)
+
+
+def _uniform(low: float, high: float) -> float:
+    return low + (high - low) * torch.rand(()).item()
+
+
+class _ManifestClips(Dataset):
+    """Rows of one split of `<manifest_dir>/manifest.csv`, and how to read a clip's audio and frame."""
+
+    def __init__(self, manifest_dir, split: str, train: bool, image_size: int, required=()):
+        self.manifest_dir = Path(manifest_dir)
+        self.split, self.train, self.image_size = split, train, int(image_size)
+        self.rows = read_manifest(self.manifest_dir / "manifest.csv", split)
+        if not self.rows:
+            raise ValueError(f"{self.manifest_dir / 'manifest.csv'}: no rows with split '{split}'")
+        self.classes = read_classes(self.manifest_dir)
+        self.class_index = {name: i for i, name in enumerate(self.classes)}
+        for col in required:
+            missing = [r["clip_id"] for r in self.rows if not r.get(col)]
+            if missing:
+                raise ValueError(f"{self.manifest_dir / 'manifest.csv'}: {len(missing)} '{split}' rows have no "
+                                 f"'{col}' (first: {missing[0]})")
+        for row in self.rows:
+            if not (row.get("audio") or row.get("video")):
+                raise ValueError(f"manifest clip {row['clip_id']}: neither 'audio' nor 'video' is set")
+            if not (row.get("frame") or row.get("video")):
+                raise ValueError(f"manifest clip {row['clip_id']}: neither 'frame' nor 'video' is set")
+            for name in split_labels(row.get("label", "")):
+                if name not in self.class_index:
+                    raise ValueError(f"manifest clip {row['clip_id']}: label '{name}' is not in "
+                                     f"{self.manifest_dir / 'classes.txt'}")
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    # -- timing -----------------------------------------------------------------------------
+    def span(self, row: dict) -> tuple[float, float]:
+        source = row.get("audio") or row["video"]
+        start = float(row["start"]) if row.get("start") not in (None, "") else 0.0
+        end = float(row["end"]) if row.get("end") not in (None, "") else start + duration(source)
+        return start, end
+
+    def window(self, row: dict) -> tuple[float, float, float]:
+        """(t0, t1, centre) of the 3 s audio window, in the file's seconds."""
+        start, end = self.span(row)
+        half = audio_lib.CLIP_SECONDS / 2
+        frame_time = row.get("frame_time")
+        if frame_time not in (None, ""):
+            centre = float(frame_time)
+            if self.train:
+                centre += _uniform(-SEGMENTATION_JITTER_S, SEGMENTATION_JITTER_S)
+        elif self.train and end - start > 2 * half:
+            centre = _uniform(start + half, end - half)
+        else:
+            centre = (start + end) / 2
+        t0 = min(max(centre - half, start), max(end - 2 * half, start))  # clamp the window into the span
+        return t0, t0 + 2 * half, centre
+
+    # -- reading ----------------------------------------------------------------------------
+    def waveform(self, row: dict, t0: float, t1: float) -> torch.Tensor:
+        """(48000,) float32: the window, padded by the official time-reversal rule."""
+        wave = read_audio(row.get("audio") or row["video"], t0, t1)
+        return audio_lib.pad_or_trim(wave)
+
+    def frame(self, row: dict, t0: float, t1: float, centre: float) -> np.ndarray:
+        if row.get("frame"):
+            return read_frame(row["frame"])
+        t = _uniform(t0, t1) if self.train else centre
+        return read_frame(row["video"], t)
+
+    def image(self, frame: np.ndarray) -> torch.Tensor:
+        if self.train:
+            return transforms.train_image(frame, self.image_size)
+        return transforms.eval_image(frame, self.image_size)
+
+    def label_index(self, row: dict) -> int:
+        names = split_labels(row.get("label", ""))
+        return self.class_index[names[0]] if names else -1
+
+    def label_multihot(self, row: dict) -> torch.Tensor:
+        target = torch.zeros(len(self.classes))
+        for name in split_labels(row.get("label", "")):
+            target[self.class_index[name]] = 1.0
+        return target
+
+    def audio_item(self, row: dict, gain: bool) -> tuple[torch.Tensor, float, float, float]:
+        t0, t1, centre = self.window(row)
+        wave = self.waveform(row, t0, t1)
+        if gain and self.train:
+            wave = audio_lib.random_gain(wave)
+        return audio_lib.log_mel(wave), t0, t1, centre  # (1, 128, 192)
+
+
+class AVClipDataset(_ManifestClips):
+    """Classification / pretraining: `image (3,S,S)`, `audio (1,128,192)`, `label`, `index`.
+
+    `label` is a long class index (-1 for an unlabelled row) or, with `multilabel`, a multi-hot float.
+    """
+
+    def __init__(self, manifest_dir, split: str, train: bool, image_size: int, multilabel: bool = False):
+        super().__init__(manifest_dir, split, train, image_size)
+        self.multilabel = multilabel
+
+    def __getitem__(self, index: int) -> dict:
+        row = self.rows[index]
+        spec, t0, t1, centre = self.audio_item(row, gain=True)
+        label = self.label_multihot(row) if self.multilabel else torch.tensor(self.label_index(row))
+        return {"image": self.image(self.frame(row, t0, t1, centre)), "audio": spec,
+                "label": label, "index": torch.tensor(index)}
+
+
+def read_pairs(manifest_dir, split: str) -> list[dict]:
+    path = Path(manifest_dir) / "pairs.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"separation pairs not found: {path} (needed for evaluation)")
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if rows and set(PAIR_COLUMNS) - set(rows[0]):
+        raise ValueError(f"{path}: missing columns {sorted(set(PAIR_COLUMNS) - set(rows[0]))}")
+    return [r for r in rows if r["split"] == split]
+
+
+class MixtureDataset(_ManifestClips):
+    """Mix-and-separate with 2 sources (spec 4.3); no gain augmentation.
+
+    train: clip `index` + a random other clip, each with its own random window and frame;
+    eval: the fixed pairs of `pairs.csv` for `split`, centred windows.
+    Returns `image (2,3,S,S)`, `mix_audio (1,128,192)`, `mix_wave (48000,)`, `source_waves (2,48000)`,
+    `source_audio (2,1,128,192)`, `label (2,)`, `silent (2,)` bool, `index`. mix = plain sum.
+    `silent` marks a source with sum(x^2) < 1e-5: the separation task skips and counts such pairs
+    (the official skip rule, spec 4.3) instead of scoring them.
+    """
+
+    def __init__(self, manifest_dir, split: str, train: bool, image_size: int):
+        super().__init__(manifest_dir, split, train, image_size)
+        self.by_id = {r["clip_id"]: i for i, r in enumerate(self.rows)}
+        self.pairs: list[tuple[int, int]] = []
+        if not train:
+            for pair in read_pairs(self.manifest_dir, split):
+                for key in ("clip_id_1", "clip_id_2"):
+                    if pair[key] not in self.by_id:
+                        raise ValueError(f"{self.manifest_dir / 'pairs.csv'} pair {pair['pair_id']}: "
+                                         f"{key} '{pair[key]}' is not a '{split}' clip of the manifest")
+                self.pairs.append((self.by_id[pair["clip_id_1"]], self.by_id[pair["clip_id_2"]]))
+            if not self.pairs:
+                raise ValueError(f"{self.manifest_dir / 'pairs.csv'}: no pairs for split '{split}'")
+        elif len(self.rows) < 2:
+            raise ValueError(f"{self.manifest_dir}: mixing needs at least 2 '{split}' clips")
+
+    def __len__(self) -> int:
+        return len(self.pairs) if not self.train else len(self.rows)
+
+    def __getitem__(self, index: int) -> dict:
+        if self.train:
+            other = int(torch.randint(0, len(self.rows) - 1, (1,)))
+            pair = (index, other + (other >= index))  # any clip but itself
+        else:
+            pair = self.pairs[index]
+        images, waves, labels = [], [], []
+        for i in pair:
+            row = self.rows[i]
+            t0, t1, centre = self.window(row)
+            waves.append(self.waveform(row, t0, t1))
+            images.append(self.image(self.frame(row, t0, t1, centre)))
+            labels.append(self.label_index(row))
+        source_waves = torch.stack(waves)  # (2, 48000)
+        mix_wave = source_waves.sum(0)  # (48000,)
+        return {"image": torch.stack(images), "mix_audio": audio_lib.log_mel(mix_wave),
+                "mix_wave": mix_wave, "source_waves": source_waves,
+                "source_audio": audio_lib.log_mel(source_waves),  # (2, 1, 128, 192)
+                "label": torch.tensor(labels), "silent": torch.tensor([audio_lib.is_silent(w) for w in waves]),
+                "index": torch.tensor(index)}
+
+
+def read_label_map(path: str | Path) -> np.ndarray:
+    """A mask PNG as its raw pixel values `(H, W)` (mode L / P / I; RGB masks are refused)."""
+    path = Path(path)
+    if not path.is_file():
+        raise MediaError(f"{path}: mask file not found")
+    try:
+        with Image.open(path) as img:
+            if img.mode not in ("1", "L", "P", "I", "I;16"):
+                raise MediaError(f"{path}: mask must be a single-channel PNG, got mode {img.mode}")
+            return np.asarray(img).astype(np.int64)
+    except OSError as err:
+        raise MediaError(f"{path}: cannot read mask ({err})") from None
+
+
+class SegmentationDataset(_ManifestClips):
+    """AVSBench-style segmentation: `image`, `audio`, `mask (S,S)`, `index`.
+
+    num_classes <= 2: binary target `mask > 0` as float 0/1 (S4, MS3, tuxav).
+    Otherwise a long class map: pixel value = line of classes.txt (background = 0). When a row's
+    `label` lists classes, pixels of other classes become background: the official AVSS remap
+    "keep p only if p+1 is in the video's label2idx list" (spec 4.5, item 41) with 0-based classes.txt.
+    """
+
+    def __init__(self, manifest_dir, split: str, train: bool, image_size: int, num_classes: int):
+        super().__init__(manifest_dir, split, train, image_size, required=("mask",))
+        self.num_classes = int(num_classes)
+        self.binary = self.num_classes <= 2
+
+    def target(self, row: dict, frame: np.ndarray) -> np.ndarray:
+        raw = read_label_map(row["mask"])
+        if raw.shape != frame.shape[:2]:
+            resized = Image.fromarray(raw.astype(np.int32)).resize(frame.shape[1::-1], Image.NEAREST)
+            raw = np.asarray(resized).astype(np.int64)
+        if self.binary:
+            return (raw > 0).astype(np.float32)
+        if raw.max() >= self.num_classes:
+            raise MediaError(f"{row['mask']}: pixel value {raw.max()} >= num_classes {self.num_classes}")
+        listed = split_labels(row.get("label", ""))
+        if listed:
+            keep = np.zeros(self.num_classes, dtype=bool)
+            keep[0] = True
+            keep[[self.class_index[n] for n in listed if self.class_index[n] < self.num_classes]] = True
+            raw = np.where(keep[raw], raw, 0)
+        return raw
+
+    def __getitem__(self, index: int) -> dict:
+        row = self.rows[index]
+        spec, t0, t1, centre = self.audio_item(row, gain=True)
+        frame = self.frame(row, t0, t1, centre)
+        target = self.target(row, frame)
+        if self.train:
+            image, mask = transforms.train_image_mask(frame, target, self.image_size)
+        else:
+            image, mask = transforms.eval_image_mask(frame, target, self.image_size)
+        return {"image": image, "audio": spec, "mask": mask if self.binary else mask.long(),
+                "index": torch.tensor(index)}
+
+
+def boxes_to_map(boxes: list, height: int, width: int) -> np.ndarray:
+    """Consensus map `(H, W)` float: one annotator -> union of its boxes (1); several -> sum/2 clipped.
+
+    `boxes` = list over annotators of lists of [x1, y1, x2, y2] pixel boxes (manifest `boxes`).
+    Flickr-SoundNet: 1 where >= 2 annotators agree, 0.5 where one does (spec 4.4; kept float, item 40).
+    """
+    maps = []
+    for annotator in boxes:
+        m = np.zeros((height, width), dtype=np.float32)
+        for box in annotator:
+            x1, y1, x2, y2 = (int(v) for v in box)
+            m[max(y1, 0):max(y2, 0), max(x1, 0):max(x2, 0)] = 1.0
+        maps.append(m)
+    if not maps:
+        return np.zeros((height, width), dtype=np.float32)
+    if len(maps) == 1:
+        return maps[0]
+    return np.clip(np.sum(maps, axis=0) / 2.0, 0.0, 1.0)
+
+
+class LocalizationDataset(_ManifestClips):
+    """Sound source localization: `image`, `audio`, `gt_map (S,S)` float in {0, 0.5, 1}, `index`."""
+
+    def __init__(self, manifest_dir, split: str, train: bool, image_size: int):
+        super().__init__(manifest_dir, split, train, image_size, required=("boxes",))
+        self.boxes = []
+        for row in self.rows:
+            try:
+                boxes = json.loads(row["boxes"])
+                if not all(len(b) == 4 for ann in boxes for b in ann):
+                    raise ValueError("each box needs 4 numbers")
+            except (ValueError, TypeError) as err:
+                raise ValueError(f"manifest clip {row['clip_id']}: bad 'boxes' {row['boxes']!r} "
+                                 f"(expected [[[x1, y1, x2, y2], ...], ...] per annotator): {err}") from None
+            self.boxes.append(boxes)
+
+    def __getitem__(self, index: int) -> dict:
+        row = self.rows[index]
+        spec, t0, t1, centre = self.audio_item(row, gain=True)
+        frame = self.frame(row, t0, t1, centre)
+        gt = boxes_to_map(self.boxes[index], *frame.shape[:2])
+        if self.train:
+            image, gt_map = transforms.train_image_mask(frame, gt, self.image_size)
+        else:
+            image, gt_map = transforms.eval_image_mask(frame, gt, self.image_size)
+        return {"image": image, "audio": spec, "gt_map": gt_map.float(), "index": torch.tensor(index)}

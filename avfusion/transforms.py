@@ -1,0 +1,151 @@
+"""Image (and image+mask) transforms of the official code, in torch only (spec 1.2).
+
+train: RandomResizedCrop(S, scale (0.5, 1), ratio (3/4, 4/3), bilinear) + HFlip(0.5) + Normalize
+eval:  Resize(short side int(S / 0.875)) + CenterCrop(S) + Normalize
+Segmentation / localization maps follow the image geometry with NEAREST interpolation; their eval
+resize is Resize(S) + CenterCrop(S) as in the official joint transforms.
+
+    image = eval_image(frame_uint8_hwc, 112)                      # (3, 112, 112) normalised
+    image, mask = train_image_mask(frame, mask, 112, generator)   # mask (112, 112), same crop and flip
+Randomness comes from the `generator` given (or torch's global RNG, which DataLoader seeds per worker).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CROP_SCALE = (0.5, 1.0)
+CROP_RATIO = (3 / 4, 4 / 3)
+EVAL_CROP_FRACTION = 0.875
+
+
+def to_tensor(frame: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 `(H, W, 3)` -> float `(3, H, W)` in [0, 1]."""
+    x = torch.from_numpy(np.require(frame, requirements=["C", "W"])) if isinstance(frame, np.ndarray) else frame
+    if x.ndim != 3 or x.shape[-1] != 3:
+        raise ValueError(f"expected an (H, W, 3) frame, got shape {tuple(x.shape)}")
+    return x.permute(2, 0, 1).float().div_(255.0)  # (3, H, W)
+
+
+def normalize(image: torch.Tensor) -> torch.Tensor:
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    return (image - mean) / std
+
+
+def resize(x: torch.Tensor, size: tuple[int, int], nearest: bool = False) -> torch.Tensor:
+    """`(C, H, W)` -> `(C, h, w)`; bilinear with antialiasing (as PIL) or nearest for label maps."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    if nearest:
+        out = F.interpolate(x[None].float(), size=size, mode="nearest-exact")[0]
+        return out.to(x.dtype)
+    return F.interpolate(x[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
+
+
+def short_side_size(height: int, width: int, short: int) -> tuple[int, int]:
+    """torchvision Resize(int): the short side becomes `short`, the long side keeps the aspect."""
+    if height <= width:
+        return short, int(short * width / height)
+    return int(short * height / width), short
+
+
+def center_crop_box(height: int, width: int, size: int) -> tuple[int, int]:
+    """Top-left corner of a centred size x size crop (torchvision's rounding)."""
+    return int(round((height - size) / 2.0)), int(round((width - size) / 2.0))
+
+
+def random_resized_crop_box(height: int, width: int, generator: torch.Generator | None = None,
+                            scale=CROP_SCALE, ratio=CROP_RATIO) -> tuple[int, int, int, int]:
+    """torchvision's RandomResizedCrop.get_params: (top, left, h, w)."""
+    area = height * width
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target_area = area * (scale[0] + (scale[1] - scale[0]) * torch.rand((), generator=generator).item())
+        log_r = log_ratio[0] + (log_ratio[1] - log_ratio[0]) * torch.rand((), generator=generator).item()
+        aspect = math.exp(log_r)
+        w = int(round(math.sqrt(target_area * aspect)))
+        h = int(round(math.sqrt(target_area / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            i = int(torch.randint(0, height - h + 1, (1,), generator=generator))
+            j = int(torch.randint(0, width - w + 1, (1,), generator=generator))
+            return i, j, h, w
+    in_ratio = width / height  # fallback: central crop
+    if in_ratio < min(ratio):
+        w, h = width, int(round(width / min(ratio)))
+    elif in_ratio > max(ratio):
+        h, w = height, int(round(height * max(ratio)))
+    else:
+        w, h = width, height
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+def _pad_to(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Zero-pad `(C, H, W)` so both sides are at least `size` (torchvision CenterCrop does the same)."""
+    ph, pw = max(0, size - x.shape[-2]), max(0, size - x.shape[-1])
+    if ph or pw:
+        x = F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))
+    return x
+
+
+def _eval_geometry(x: torch.Tensor, size: int, short: int, nearest: bool) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    x = _pad_to(resize(x, short_side_size(h, w, short), nearest), size)
+    top, left = center_crop_box(x.shape[-2], x.shape[-1], size)
+    return x[..., top:top + size, left:left + size]  # (C, size, size)
+
+
+def _train_geometry(xs: list[tuple[torch.Tensor, bool]], size: int, generator) -> list[torch.Tensor]:
+    h, w = xs[0][0].shape[-2:]
+    top, left, ch, cw = random_resized_crop_box(h, w, generator)
+    flip = bool(torch.rand((), generator=generator).item() < 0.5)
+    out = []
+    for x, nearest in xs:
+        y = resize(x[..., top:top + ch, left:left + cw], (size, size), nearest)  # (C, size, size)
+        out.append(torch.flip(y, dims=(-1,)) if flip else y)
+    return out
+
+
+def eval_image(frame: np.ndarray, size: int) -> torch.Tensor:
+    """Resize(int(size / 0.875)) + CenterCrop(size) + Normalize -> `(3, size, size)`."""
+    image = _eval_geometry(to_tensor(frame), size, int(size / EVAL_CROP_FRACTION), nearest=False)
+    return normalize(image)
+
+
+def train_image(frame: np.ndarray, size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """RandomResizedCrop(size, (0.5, 1)) + HFlip + Normalize -> `(3, size, size)`."""
+    (image,) = _train_geometry([(to_tensor(frame), False)], size, generator)
+    return normalize(image)
+
+
+def _mask_tensor(mask: np.ndarray | torch.Tensor) -> torch.Tensor:
+    m = torch.from_numpy(np.require(mask, requirements=["C", "W"])) if isinstance(mask, np.ndarray) else mask
+    if m.ndim != 2:
+        raise ValueError(f"expected an (H, W) map, got shape {tuple(m.shape)}")
+    return m[None]  # (1, H, W)
+
+
+def _check_same_size(frame, mask) -> None:
+    if tuple(frame.shape[:2]) != tuple(mask.shape[-2:]):
+        raise ValueError(f"frame {tuple(frame.shape[:2])} and map {tuple(mask.shape[-2:])} differ in size")
+
+
+def eval_image_mask(frame: np.ndarray, mask, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Joint eval transform: Resize(size) + CenterCrop(size); the map (any dtype) uses NEAREST."""
+    _check_same_size(frame, mask)
+    image = normalize(_eval_geometry(to_tensor(frame), size, size, nearest=False))
+    out = _eval_geometry(_mask_tensor(mask), size, size, nearest=True)[0]  # (size, size)
+    return image, out
+
+
+def train_image_mask(frame: np.ndarray, mask, size: int,
+                     generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Joint train transform: the same RandomResizedCrop and flip for the frame and the map."""
+    _check_same_size(frame, mask)
+    image, out = _train_geometry([(to_tensor(frame), False), (_mask_tensor(mask), True)], size, generator)
+    return normalize(image), out[0]

@@ -1,0 +1,200 @@
+"""Datasets over manifests: interface shapes, deterministic evaluation, exact targets, loud failures."""
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from avfusion import audio, media
+from avfusion.data.datasets import (AVClipDataset, LocalizationDataset, MixtureDataset, SegmentationDataset,
+                                    boxes_to_map)
+from avfusion.data.manifest import read_classes, read_manifest, write_manifest
+from avfusion.data.tuxav import make_tuxav
+from avfusion.media import MediaError
+
+S = 64
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tuxav") / "smoke"
+    make_tuxav(out, "smoke", seed=0)
+    return out
+
+
+def _datasets(root, split, train):
+    return {
+        "clip": AVClipDataset(root, split, train, S),
+        "mixture": MixtureDataset(root, split, train, S),
+        "segmentation": SegmentationDataset(root, split, train, S, num_classes=1),
+        "localization": LocalizationDataset(root, split, train, S),
+    }
+
+
+def test_items_follow_the_interface(smoke):
+    expected = {
+        "clip": {"image": (3, S, S), "audio": (1, 128, 192), "label": (), "index": ()},
+        "mixture": {"image": (2, 3, S, S), "mix_audio": (1, 128, 192), "mix_wave": (48000,),
+                    "source_waves": (2, 48000), "source_audio": (2, 1, 128, 192), "label": (2,),
+                    "silent": (2,), "index": ()},
+        "segmentation": {"image": (3, S, S), "audio": (1, 128, 192), "mask": (S, S), "index": ()},
+        "localization": {"image": (3, S, S), "audio": (1, 128, 192), "gt_map": (S, S), "index": ()},
+    }
+    for train in (True, False):
+        for name, ds in _datasets(smoke, "train" if train else "val", train).items():
+            item = ds[1]
+            assert {k: tuple(v.shape) for k, v in item.items()} == expected[name], (name, train)
+            assert item["index"].item() == 1
+    loader = torch.utils.data.DataLoader(AVClipDataset(smoke, "val", False, S), batch_size=4)
+    batch = next(iter(loader))
+    assert batch["image"].shape == (4, 3, S, S) and batch["label"].dtype == torch.long
+
+
+def test_evaluation_is_deterministic_for_every_dataset(smoke):
+    for name in ("clip", "mixture", "segmentation", "localization"):
+        passes = []
+        for seed in (0, 1):  # a different global seed must not change evaluation items
+            torch.manual_seed(seed)
+            ds = _datasets(smoke, "val", False)[name]
+            passes.append([ds[i] for i in range(len(ds))])
+        for a, b in zip(*passes):
+            for key in a:
+                assert torch.equal(a[key], b[key]), (name, key)
+
+
+def test_training_randomness_follows_the_torch_seed(smoke):
+    ds = AVClipDataset(smoke, "train", True, S)
+    torch.manual_seed(3)
+    a = ds[0]
+    torch.manual_seed(3)
+    b = ds[0]
+    torch.manual_seed(4)
+    c = ds[0]
+    assert torch.equal(a["image"], b["image"]) and torch.equal(a["audio"], b["audio"])
+    assert not torch.equal(a["image"], c["image"])  # random crop / flip
+    assert not torch.equal(a["audio"], c["audio"])  # random gain
+
+
+def test_clip_labels_and_audio_match_the_files(smoke):
+    ds = AVClipDataset(smoke, "val", False, S)
+    classes = read_classes(smoke)
+    for i, row in enumerate(ds.rows):
+        item = ds[i]
+        assert classes[item["label"]] == row["label"]
+        wave = audio.pad_or_trim(media.read_audio(row["audio"] or row["video"], 0.0, 3.0))
+        assert torch.equal(item["audio"], audio.log_mel(wave))  # eval: centred window, no gain
+    multi = AVClipDataset(smoke, "val", False, S, multilabel=True)[0]["label"]
+    assert multi.dtype == torch.float32 and multi.sum() == 1
+
+
+def test_mixture_eval_uses_fixed_pairs_and_plain_sum(smoke):
+    ds = MixtureDataset(smoke, "test", False, S)
+    with open(smoke / "pairs.csv", newline="") as fh:
+        pairs = [p for p in csv.DictReader(fh) if p["split"] == "test"]
+    assert len(ds) == len(pairs)
+    clip = AVClipDataset(smoke, "test", False, S)
+    by_id = {r["clip_id"]: i for i, r in enumerate(clip.rows)}
+    for k in (0, len(ds) - 1):
+        item = ds[k]
+        ids = (by_id[pairs[k]["clip_id_1"]], by_id[pairs[k]["clip_id_2"]])
+        for s, i in enumerate(ids):
+            assert torch.equal(item["source_audio"][s], clip[i]["audio"])
+            assert torch.equal(item["image"][s], clip[i]["image"])
+        assert torch.equal(item["mix_wave"], item["source_waves"].sum(0))
+        assert torch.equal(item["mix_audio"], audio.log_mel(item["mix_wave"]))
+        assert item["label"][0] != item["label"][1] and not item["silent"].any()
+
+
+def test_segmentation_mask_is_the_sounding_object(smoke):
+    ds = SegmentationDataset(smoke, "val", False, S, num_classes=1)
+    row = ds.rows[0]
+    mask = ds[0]["mask"]
+    assert mask.dtype == torch.float32 and set(mask.unique().tolist()) <= {0.0, 1.0}
+    raw = np.asarray(Image.open(row["mask"])) > 0  # frame 96 -> Resize(64) (+ CenterCrop of a square)
+    assert abs(mask.mean().item() - raw.mean()) < 0.02
+
+
+def test_class_map_masks_keep_only_the_listed_classes(smoke, tmp_path):
+    # AVSS semantics: pixel value = class index; classes not in the row's label become background
+    rows = read_manifest(smoke / "manifest.csv", "val")[:1]
+    frame = media.read_frame(rows[0]["frame"] or rows[0]["video"], 1.5)
+    label_map = np.zeros(frame.shape[:2], dtype=np.uint8)
+    label_map[:, :30], label_map[:, 30:60] = 1, 2
+    Image.fromarray(label_map).save(tmp_path / "map.png")
+    classes = ["background", "dog", "cat"]
+    rows[0].update(mask=str(tmp_path / "map.png"), label="dog")
+    write_manifest(tmp_path, rows, classes=classes)
+    ds = SegmentationDataset(tmp_path, "val", False, frame.shape[0], num_classes=3)
+    mask = ds[0]["mask"]
+    assert mask.dtype == torch.long
+    assert set(mask.unique().tolist()) == {0, 1}  # 'cat' (2) is not listed for this clip
+    rows[0]["label"] = "dog|cat"
+    write_manifest(tmp_path, rows, classes=classes)
+    assert set(SegmentationDataset(tmp_path, "val", False, frame.shape[0], 3)[0]["mask"].unique().tolist()) == {0, 1, 2}
+
+
+def test_boxes_give_consensus_maps():
+    single = boxes_to_map([[[0, 0, 4, 4], [2, 2, 6, 6]]], 8, 8)  # one annotator: union
+    assert single.sum() == 16 + 16 - 4 and set(np.unique(single)) == {0.0, 1.0}
+    two = boxes_to_map([[[0, 0, 4, 4]], [[2, 0, 6, 4]]], 8, 8)  # two annotators: sum / 2
+    assert two[0, 0] == 0.5 and two[0, 3] == 1.0 and two[0, 5] == 0.5 and two[5, 5] == 0.0
+    three = boxes_to_map([[[0, 0, 2, 2]]] * 3, 4, 4)
+    assert three.max() == 1.0  # clipped
+
+
+def test_localization_keeps_half_values_as_float(smoke, tmp_path):
+    rows = read_manifest(smoke / "manifest.csv", "val")[:2]
+    for r in rows:
+        r["boxes"] = json.dumps([[[0, 0, 96, 48]], [[0, 0, 96, 24]]])  # two annotators
+    write_manifest(tmp_path, rows, classes=read_classes(smoke))
+    gt = LocalizationDataset(tmp_path, "val", False, 96)[0]["gt_map"]
+    assert gt.dtype == torch.float32
+    assert set(gt.unique().tolist()) == {0.0, 0.5, 1.0}
+    assert gt[:24].eq(1.0).all() and gt[24:48].eq(0.5).all() and gt[48:].eq(0.0).all()
+
+
+def test_unreadable_clip_raises_naming_the_file(smoke, tmp_path):
+    root = tmp_path / "broken"
+    shutil.copytree(smoke, root)
+    ds = AVClipDataset(root, "val", False, S)
+    victim = next(i for i, r in enumerate(ds.rows) if r["audio"])
+    (root / "audio" / f"{ds.rows[victim]['clip_id']}.wav").unlink()
+    with pytest.raises(MediaError, match=f"{ds.rows[victim]['clip_id']}.wav: file not found"):
+        ds[victim]
+    video = next(i for i, r in enumerate(ds.rows) if r["video"])  # smoke seed 0 has an mp4 in 'val'
+    path = root / "videos" / f"{ds.rows[video]['clip_id']}.mp4"
+    path.write_bytes(path.read_bytes()[:5000])  # cut mp4: its moov atom (at the end) is gone
+    with pytest.raises(MediaError, match=path.name):
+        ds[video]
+
+
+def test_manifest_problems_are_reported_at_construction(smoke, tmp_path):
+    rows = read_manifest(smoke / "manifest.csv", "val")
+    rows[0]["label"] = "unicorn"
+    write_manifest(tmp_path, rows, classes=read_classes(smoke))
+    with pytest.raises(ValueError, match=f"{rows[0]['clip_id']}: label 'unicorn'"):
+        AVClipDataset(tmp_path, "val", False, S)
+    with pytest.raises(ValueError, match="no rows with split 'nope'"):
+        AVClipDataset(smoke, "nope", False, S)
+    (tmp_path / "pairs.csv").unlink(missing_ok=True)
+    rows[0]["label"] = rows[1]["label"]
+    write_manifest(tmp_path, rows, classes=read_classes(smoke))
+    with pytest.raises(FileNotFoundError, match="pairs.csv"):
+        MixtureDataset(tmp_path, "val", False, S)
+
+
+def test_silent_sources_are_flagged_for_the_separation_skip(smoke, tmp_path):
+    root = tmp_path / "silent"
+    shutil.copytree(smoke, root)
+    ds = MixtureDataset(root, "val", False, S)
+    first = ds.rows[ds.pairs[0][0]]
+    assert first["audio"], "the first val pair's first clip is stored as a wav"
+    import soundfile
+
+    soundfile.write(first["audio"], np.zeros(48000, dtype=np.float32), 16000, subtype="PCM_16")
+    item = ds[0]
+    assert item["silent"].tolist() == [True, False]
+    assert audio.is_silent(item["source_waves"][0])

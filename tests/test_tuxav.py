@@ -1,0 +1,123 @@
+"""The embedded benchmark: reproducible byte for byte, exact masks and boxes, real sounds, fixed pairs."""
+import csv
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from avfusion import audio, media
+from avfusion.cli import main as cli_main
+from avfusion.data.manifest import read_classes, read_manifest
+from avfusion.data.tuxav import ASSET_DIR, CLASS_STAMPS, SCALES, make_sound, make_tuxav, mask_box
+
+
+def _hashes(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tuxav") / "smoke"
+    make_tuxav(out, "smoke", seed=0)
+    return out
+
+
+def test_same_seed_gives_byte_identical_files(smoke, tmp_path):
+    # the second run goes through the CLI, the way the DAG calls it
+    assert cli_main(["data", "make-tuxav", "--scale", "smoke", "--out", str(tmp_path / "again"), "--seed", "0"]) == 0
+    first, second = _hashes(smoke), _hashes(tmp_path / "again")
+    assert len(first) > 3 * 48  # frames/audio or video, masks, manifest files
+    assert first == second
+    make_tuxav(tmp_path / "other", "smoke", seed=1)
+    other = _hashes(tmp_path / "other")
+    assert other["manifest.csv"] != first["manifest.csv"]
+
+
+def test_manifest_splits_classes_and_media(smoke):
+    rows = read_manifest(smoke / "manifest.csv")
+    classes = read_classes(smoke)
+    spec = SCALES["smoke"]
+    assert classes == list(CLASS_STAMPS)[:spec["classes"]]
+    assert len(rows) == spec["classes"] * spec["clips_per_class"]
+    counts = {s: sum(r["split"] == s for r in rows) for s in ("train", "val", "test")}
+    assert counts == {"train": 36, "val": 6, "test": 6}
+    for split in ("val", "test"):  # every class in every evaluation split
+        assert {r["label"] for r in rows if r["split"] == split} == set(classes)
+    videos = [r for r in rows if r["video"]]
+    assert 1 <= len(videos) < len(rows) // 4
+    for r in videos:
+        assert r["audio"] == "" and r["frame"] == "" and Path(r["video"]).is_file()
+        info = media.probe(r["video"])
+        assert info.audio_codec == "aac" and info.video_codec == "h264"
+    for r in rows:
+        if not r["video"]:
+            assert media.probe(r["audio"]).audio_rate == 16000
+            assert abs(media.duration(r["audio"]) - 3.0) < 1e-6
+    report = json.loads((smoke / "report.json").read_text())
+    assert report["kept"] == len(rows) and report["skipped"] == 0
+
+
+def test_masks_and_boxes_are_exact(smoke):
+    size = SCALES["smoke"]["frame_size"]
+    for r in read_manifest(smoke / "manifest.csv"):
+        mask = np.asarray(Image.open(r["mask"]))
+        assert mask.shape == (size, size) and set(np.unique(mask)) == {0, 255}
+        boxes = json.loads(r["boxes"])
+        assert len(boxes) == 1 and len(boxes[0]) == 1  # one annotator, one box
+        assert boxes[0][0] == mask_box(mask > 0)
+        frame = media.read_frame(r["frame"] or r["video"], float(r["frame_time"]))
+        assert frame.shape == (size, size, 3)
+        assert 0.01 < (mask > 0).mean() < 0.6
+
+
+def test_clip_audio_is_the_sounding_objects_recording(smoke):
+    for r in read_manifest(smoke / "manifest.csv")[:12]:
+        assert r["source"].split(":", 1)[1] in CLASS_STAMPS[r["label"]]
+        wave = media.read_audio(r["audio"] or r["video"], 0.0, 3.0)
+        assert not audio.is_silent(wave)
+        assert 0.2 < wave.abs().max().item() < 0.8  # peak-normalised, gain U(-12, -3) dB
+
+
+@pytest.mark.parametrize("stamp", ["blackbird", "pig"])  # 7.9 s (cropped) and 0.56 s (looped)
+def test_make_sound_crops_or_loops_the_recording(stamp):
+    index = {row["name"]: row for row in csv.DictReader(open(ASSET_DIR / "index.csv"))}
+    src = media.read_audio(ASSET_DIR / index[stamp]["audio"])
+    out = torch.from_numpy(make_sound(np.random.default_rng(0), src))
+    assert out.shape == (48000,)
+    # the loudest 0.1 s piece of the output is found in the recording (normalised cross-correlation ~ 1)
+    energy = torch.nn.functional.avg_pool1d(out[None, None] ** 2, 1600, stride=400)[0, 0]
+    start = int(energy.argmax()) * 400
+    piece = out[start:start + 1600]
+    looped = torch.cat([src, src])
+    ncc = torch.nn.functional.conv1d(looped[None, None], piece[None, None])[0, 0]  # (len - 1599,)
+    norms = torch.nn.functional.conv1d(looped[None, None] ** 2, torch.ones(1, 1, 1600))[0, 0].sqrt()
+    best = (ncc / (norms * piece.norm() + 1e-9)).max().item()
+    assert best > 0.97
+
+
+def test_pairs_mix_clips_of_different_classes(smoke):
+    rows = {r["clip_id"]: r for r in read_manifest(smoke / "manifest.csv")}
+    with open(smoke / "pairs.csv", newline="") as fh:
+        pairs = list(csv.DictReader(fh))
+    assert len(pairs) == 12
+    for p in pairs:
+        a, b = rows[p["clip_id_1"]], rows[p["clip_id_2"]]
+        assert a["split"] == b["split"] == p["split"] and a["label"] != b["label"]
+        assert p["sep_type"] in ("easy", "hard")
+
+
+def test_unknown_scale_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="unknown tuxav scale 'huge'"):
+        make_tuxav(tmp_path, "huge")
+
+
+def test_assets_are_small_and_licensed():
+    total = sum(p.stat().st_size for p in ASSET_DIR.rglob("*") if p.is_file())
+    assert total < 4_000_000
+    assert "GPL-2" in (ASSET_DIR / "COPYRIGHT.debian.txt").read_text()
+    assert "tuxpaint-stamps-default" in (ASSET_DIR / "README.md").read_text()
