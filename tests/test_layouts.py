@@ -11,8 +11,8 @@ import av
 import pytest
 from PIL import Image
 
-from avfusion.data.layouts import (DATASETS, PARSERS, audioset, avsbench, flickr, music, prepare,
-                                   vggmusic, vgginstruments, vggsound, vggss)
+from avfusion.data.layouts import (DATASETS, METADATA_COUNTS, PARSERS, avsbench, flickr, music,
+                                   prepare, vggmusic, vgginstruments, vggsound, vggss)
 from avfusion.data.manifest import read_classes, read_manifest
 
 
@@ -132,6 +132,12 @@ def test_avsbench_repo_split_lists_3452_740_740_videos(media):
     assert [counts[s]["videos"] for s in ("train", "val", "test")] == [3452, 740, 740]
     assert [counts[s]["rows"] for s in ("train", "val", "test")] == [17260, 3700, 3700]
     assert {counts[s]["classes"] for s in counts} == {23}
+
+
+def test_every_shipped_metadata_file_parses_without_media():
+    counts = {name: fn() for name, fn in METADATA_COUNTS.items()}
+    assert counts["vggss"]["entries"] == 5158 and counts["vggsound_music"]["eval_pairs"] == 1201
+    assert counts["avsbench"]["val"]["videos"] == 740 and counts["music_duet"]["entries"] == 1020
 
 
 def test_flickr_and_vggsound_lists(media):

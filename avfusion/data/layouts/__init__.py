@@ -8,7 +8,8 @@ Each writes `{out}/manifest.csv`, `classes.txt`, `report.json` (kept, skipped by
 and, for separation datasets, `pairs.csv` (avfusion.data.manifest). Dataset keys: see PARSERS;
 options are keyword arguments of each module's `prepare` (documented there). The metadata files of
 the official repo that the parsers need ship gzipped in `layouts/metadata/` (Apache-2.0).
-CLI: `avfusion data prepare DATASET --root DIR --out DIR`.
+CLI: `avfusion data prepare DATASET --root DIR --out DIR`. Counts of the shipped metadata alone:
+`METADATA_COUNTS["vggss"]()` -> {"entries": 5158, "corrupt_boxes": 18, ...}.
 """
 from __future__ import annotations
 
@@ -40,6 +41,13 @@ ALIASES = {"flickr_soundnet_5k": "flickr_soundnet", "audioset-bal": "audioset",
            "audioset-bal-orig": "audioset_bal_orig", "vgginstruments": "vggsound_instruments",
            "vggmusic": "vggsound_music"}
 DATASETS = sorted(PARSERS) + sorted(ALIASES)  # every key `prepare` accepts
+# metadata-only counts (no media, no root): dataset -> function(**metadata paths) -> dict
+METADATA_COUNTS = {
+    "vggsound": vggsound.metadata_counts, "vggsound_music": vggmusic.metadata_counts,
+    "vggsound_instruments": vgginstruments.metadata_counts, "music_duet": music.duet_metadata_counts,
+    "avsbench": avsbench.metadata_counts, "flickr_soundnet": flickr.metadata_counts,
+    "vggss": vggss.metadata_counts,
+}
 
 
 def parser_options(dataset: str) -> list[str]:
