@@ -20,19 +20,27 @@ Pretraining (official `CAVMAE.forward`, VGGSound recipe `egs/vggsound/run_cavmae
     audio among the batch's audios (log_softmax over dim 0); weight lambda_c = 0.01;
   - loss = (loss_audio + loss_image) + 0.01 * loss_contrastive.
 
-    model = CAVMAE(**cavmae_kwargs)
+    model = build_pretrain_model({"preset": "cav-mae-tiny"})   # avfusion.models.registry
     out = model(image (B,3,S,S), audio (B,1,128,192))   # {'loss', 'loss_image', 'loss_audio', ...}
 """
 from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from avfusion.config import ConfigError, merge
+
+from avfusion.models.avmae import masked_patch_loss, random_masking
 from avfusion.models.encoder import EncoderOutput, load_branch_checkpoint
 from avfusion.models.layers import (Attention, Block, DropPath, Mlp, check_input, init_weights_mae,
                                     sincos_pos_table_2d)
-from avfusion.models.vit import ViT, gather_tokens, patchify
+from avfusion.models.presets import PRESETS, BranchSpec, DecoderSpec, register_preset
+from avfusion.models.registry import register
+from avfusion.models.vit import ViT, gather_tokens, patchify, read_state_dict
 
 
 class JointBlock(nn.Module):
@@ -81,7 +89,7 @@ class CAVMAEEncoder(nn.Module):
         self.joint_blocks.apply(init_weights_mae)
         for name, path in (("image", image_pretrained), ("audio", audio_pretrained)):
             if path:
-                load_branch_checkpoint(getattr(self, name), path, name)
+                load_unimodal_init(self, path, name)
 
     def embed(self, image: torch.Tensor, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Patch tokens + positions + modality embedding: (B, Nv, D), (B, Na, D)."""
@@ -120,15 +128,49 @@ class CAVMAEEncoder(nn.Module):
         return self.forward_tokens(x_img, x_aud, return_embs)
 
 
-def random_masking(batch: int, length: int, mask_ratio: float, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """MAE per-sample masking -> ids_keep (B, K), mask (B, L) 1 = removed, ids_restore (B, L)."""
-    len_keep = int(length * (1 - mask_ratio))
-    noise = torch.rand(batch, length, device=device)
-    ids_shuffle = torch.argsort(noise, dim=1)  # ascending: small noise is kept
-    ids_restore = torch.argsort(ids_shuffle, dim=1)
-    mask = torch.ones(batch, length, device=device)
-    mask[:, :len_keep] = 0
-    return ids_shuffle[:, :len_keep], torch.gather(mask, 1, ids_restore), ids_restore
+def load_unimodal_init(enc: CAVMAEEncoder, path, modality: str) -> None:
+    """Unimodal init of one CAV-MAE side from a `depth`-block MAE/AudioMAE or UnimodalMAE checkpoint.
+
+    Blocks 0..n-1 and the patch embedding / final norm go to the branch (n = depth - joint_depth,
+    strict, via the model package's loader); blocks n.. initialise the joint blocks: the image
+    checkpoint gives the shared attention/MLP and the joint and image norms, the audio checkpoint the
+    audio norms (official CAV-MAE initialises all of it from the ImageNet MAE, "ori_mae_11").
+    """
+    state = read_state_dict(path, f"{modality}_pretrained checkpoint")
+    prefix = f"encoder.{modality}." if any(k.startswith(f"encoder.{modality}.") for k in state) else ""
+    state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    n_branch = len(getattr(enc, modality).blocks)
+    branch_state, joint_state = {}, {}
+    for key, value in state.items():
+        parts = key.split(".")
+        if parts[0] == "blocks" and int(parts[1]) >= n_branch:
+            joint_state[(int(parts[1]) - n_branch, ".".join(parts[2:]))] = value
+        else:
+            branch_state[key] = value
+    load_branch_checkpoint(getattr(enc, modality), branch_state, modality)
+    extra = sorted({i + n_branch for i, _ in joint_state if i >= len(enc.joint_blocks)})
+    if extra:
+        raise ValueError(f"{modality}_pretrained={path}: blocks {extra} beyond depth {enc.depth}")
+    copied = set()
+    for (j, name), value in joint_state.items():
+        module, _, param = name.partition(".")  # 'norm1', 'weight' / 'attn', 'qkv.weight'
+        if module in ("norm1", "norm2"):
+            targets = [f"{module}_a"] if modality == "audio" else [module, f"{module}_v"]
+        else:
+            targets = [module] if modality == "image" else []
+        for target in targets:
+            own = enc.joint_blocks[j].get_parameter(f"{target}.{param}")
+            if own.shape != value.shape:
+                raise ValueError(f"{modality}_pretrained={path}: blocks.{j + n_branch}.{name} has shape "
+                                 f"{tuple(value.shape)}, joint block {j} {target}.{param} {tuple(own.shape)}")
+            own.data.copy_(value)
+            copied.add((j, f"{target}.{param}"))
+    for j, blk in enumerate(enc.joint_blocks):
+        wanted = [n for n, _ in blk.named_parameters() if n.startswith(("norm1_a", "norm2_a")) == (modality == "audio")]
+        missing = [n for n in wanted if (j, n) not in copied]
+        if missing:
+            raise ValueError(f"{modality}_pretrained={path}: nothing for joint block {j} {missing[:4]} "
+                             f"(the checkpoint needs {enc.depth} blocks)")
 
 
 def contrastive_loss(audio_rep: torch.Tensor, image_rep: torch.Tensor, temperature: float = 0.05,
@@ -149,30 +191,25 @@ def contrastive_loss(audio_rep: torch.Tensor, image_rep: torch.Tensor, temperatu
 class CAVMAE(nn.Module):
     """CAV-MAE pretraining model: `model(image, audio) -> dict(loss, loss_image, loss_audio, ...)`."""
 
-    def __init__(self, embed_dim: int = 768, depth: int = 12, joint_depth: int = 1, num_heads: int = 12,
-                 mlp_ratio: float = 4.0, image_size=(224, 224), image_patch=16, audio_size=(128, 192),
-                 audio_patch=16, decoder_dim: int = 512, decoder_depth: int = 8, decoder_heads: int = 16,
-                 mask_ratio_image: float = 0.75, mask_ratio_audio: float = 0.75, norm_pix_loss: bool = True,
-                 contrastive_weight: float = 0.01, mae_weight: float = 1.0, temperature: float = 0.05,
-                 bidirectional: bool = False, image_pretrained: str = "", audio_pretrained: str = "",
-                 drop_path: float = 0.0):
+    def __init__(self, encoder: CAVMAEEncoder, decoder_dim: int = 512, decoder_depth: int = 8,
+                 decoder_num_heads: int = 16, decoder_mlp_ratio: float = 4.0, image_mask_ratio: float = 0.75,
+                 audio_mask_ratio: float = 0.75, norm_pix_loss: bool = True, contrastive_weight: float = 0.01,
+                 mae_weight: float = 1.0, temperature: float = 0.05, bidirectional: bool = False):
         super().__init__()
-        self.encoder = CAVMAEEncoder(embed_dim, depth, joint_depth, num_heads, mlp_ratio, image_size, image_patch,
-                                     audio_size, audio_patch, drop_path=drop_path,
-                                     image_pretrained=image_pretrained, audio_pretrained=audio_pretrained)
-        self.mask_ratio_image, self.mask_ratio_audio = mask_ratio_image, mask_ratio_audio
+        self.encoder = encoder
+        self.image_mask_ratio, self.audio_mask_ratio = image_mask_ratio, audio_mask_ratio
         self.norm_pix_loss, self.temperature, self.bidirectional = norm_pix_loss, temperature, bidirectional
         self.contrastive_weight, self.mae_weight = contrastive_weight, mae_weight
         enc = self.encoder
         n_img, n_aud = enc.image.patch_embed.num_patches, enc.audio.patch_embed.num_patches
-        self.decoder_embed = nn.Linear(embed_dim, decoder_dim)
+        self.decoder_embed = nn.Linear(enc.embed_dim, decoder_dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
         self.decoder_modality_a = nn.Parameter(torch.zeros(1, 1, decoder_dim))
         self.decoder_modality_v = nn.Parameter(torch.zeros(1, 1, decoder_dim))
         # fixed sin-cos (official tr_pos=False)
         self.decoder_pos_embed_a = nn.Parameter(sincos_pos_table_2d(decoder_dim, enc.audio_grid)[None], requires_grad=False)
         self.decoder_pos_embed_v = nn.Parameter(sincos_pos_table_2d(decoder_dim, enc.image_grid)[None], requires_grad=False)
-        self.decoder_blocks = nn.ModuleList([Block(decoder_dim, decoder_heads, mlp_ratio, qkv_bias=True)
+        self.decoder_blocks = nn.ModuleList([Block(decoder_dim, decoder_num_heads, decoder_mlp_ratio, qkv_bias=True)
                                              for _ in range(decoder_depth)])
         self.decoder_norm = nn.LayerNorm(decoder_dim)
         self.decoder_pred_a = nn.Linear(decoder_dim, enc.audio.patch_size[0] * enc.audio.patch_size[1] * 1)
@@ -203,29 +240,90 @@ class CAVMAE(nn.Module):
         x = self.decoder_norm(x)
         return self.decoder_pred_a(x[:, :self.n_aud]), self.decoder_pred_v(x[:, self.n_aud:])
 
-    def reconstruction_loss(self, target_input: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor,
-                            patch_size) -> torch.Tensor:
-        """MSE over masked patches (MAE `forward_loss`), per-patch normalised target if norm_pix_loss."""
-        target = patchify(target_input, patch_size)  # (B, L, p*p*C)
-        if self.norm_pix_loss:
-            mean = target.mean(dim=-1, keepdim=True)
-            var = target.var(dim=-1, keepdim=True)
-            target = (target - mean) / (var + 1e-6) ** 0.5
-        loss = ((pred - target) ** 2).mean(dim=-1)  # (B, L)
-        return (loss * mask).sum() / mask.sum()
-
     def forward(self, image: torch.Tensor, audio: torch.Tensor) -> dict:
         enc = self.encoder
         B = image.shape[0]
         x_img, x_aud = enc.embed(image, audio)
-        keep_v, mask_v, restore_v = random_masking(B, self.n_img, self.mask_ratio_image, image.device)
-        keep_a, mask_a, restore_a = random_masking(B, self.n_aud, self.mask_ratio_audio, image.device)
+        keep_v, mask_v, restore_v = random_masking(B, self.n_img, self.image_mask_ratio, image.device)
+        keep_a, mask_a, restore_a = random_masking(B, self.n_aud, self.audio_mask_ratio, image.device)
         out = enc.forward_tokens(gather_tokens(x_img, keep_v), gather_tokens(x_aud, keep_a))
         pred_a, pred_v = self.forward_decoder(out.fusion, keep_a.shape[1], restore_a, restore_v)
-        loss_audio = self.reconstruction_loss(audio, pred_a, mask_a, enc.audio.patch_size)
-        loss_image = self.reconstruction_loss(image, pred_v, mask_v, enc.image.patch_size)
+        loss_audio = masked_patch_loss(patchify(audio, enc.audio.patch_size), pred_a, mask_a, self.norm_pix_loss)
+        loss_image = masked_patch_loss(patchify(image, enc.image.patch_size), pred_v, mask_v, self.norm_pix_loss)
         loss_c, acc_c = contrastive_loss(out.audio.mean(dim=1), out.image.mean(dim=1), self.temperature,
                                          self.bidirectional)
         loss = self.mae_weight * (loss_audio + loss_image) + self.contrastive_weight * loss_c
         return {"loss": loss, "loss_image": loss_image, "loss_audio": loss_audio,
                 "loss_contrastive": loss_c, "contrastive_acc": acc_c}
+
+
+# ---------------------------------------------------------------------------------------------
+# registry: family `cav-mae`, presets cav-mae-{paper,tiny,smoke} (the scales' backbones of mae-image-*)
+
+
+@dataclass
+class CAVMAEModel:
+    """CAV-MAE model dict (validated like the model package's presets)."""
+    family: Literal["cav-mae"] = "cav-mae"
+    embed_dim: int = 768
+    depth: int = 12                 # modality-specific blocks + joint blocks (official 11 + 1)
+    joint_depth: int = 1
+    num_heads: int = 12
+    mlp_ratio: float = 4.0
+    image: BranchSpec = field(default_factory=lambda: BranchSpec((224, 224), 16, "", 0.75, True))
+    audio: BranchSpec = field(default_factory=lambda: BranchSpec((128, 192), 16, "", 0.75, True))
+    decoder: DecoderSpec = field(default_factory=DecoderSpec)
+    contrastive_weight: float = 0.01
+    temperature: float = 0.05
+    bidirectional: bool = False
+    drop_path: float = 0.0
+    attn_drop: float = 0.0
+    drop: float = 0.0
+
+    def validate(self) -> None:
+        if not 1 <= self.joint_depth < self.depth:
+            raise ConfigError(f"config key 'model.joint_depth': {self.joint_depth} must be in [1, depth-1={self.depth - 1}]")
+        if self.temperature <= 0:
+            raise ConfigError(f"config key 'model.temperature': must be > 0, got {self.temperature}")
+        for key, dim, heads in (("num_heads", self.embed_dim, self.num_heads),
+                                ("decoder.num_heads", self.decoder.embed_dim, self.decoder.num_heads)):
+            if heads <= 0 or dim % heads:
+                raise ConfigError(f"config key 'model.{key}': {heads} heads must divide the width {dim}")
+        for name in ("image", "audio"):
+            branch = getattr(self, name)
+            if any(size % branch.patch_size for size in branch.input_size):
+                raise ConfigError(f"config key 'model.{name}.input_size': {list(branch.input_size)} is not "
+                                  f"divisible by {name}.patch_size={branch.patch_size}")
+
+
+def build_encoder(cfg: dict) -> CAVMAEEncoder:
+    return CAVMAEEncoder(
+        embed_dim=cfg["embed_dim"], depth=cfg["depth"], joint_depth=cfg["joint_depth"], num_heads=cfg["num_heads"],
+        mlp_ratio=cfg["mlp_ratio"], image_size=tuple(cfg["image"]["input_size"]), image_patch=cfg["image"]["patch_size"],
+        audio_size=tuple(cfg["audio"]["input_size"]), audio_patch=cfg["audio"]["patch_size"],
+        drop_path=cfg["drop_path"], attn_drop=cfg["attn_drop"], drop=cfg["drop"],
+        image_pretrained=cfg["image"]["pretrained"], audio_pretrained=cfg["audio"]["pretrained"])
+
+
+def build_pretrain(cfg: dict) -> CAVMAE:
+    dec = cfg["decoder"]
+    if cfg["image"]["norm_loss"] != cfg["audio"]["norm_loss"]:
+        raise ConfigError("config keys 'model.image.norm_loss' / 'model.audio.norm_loss': CAV-MAE has one "
+                          "norm_pix_loss switch; set both the same")
+    return CAVMAE(build_encoder(cfg), decoder_dim=dec["embed_dim"], decoder_depth=dec["depth"],
+                  decoder_num_heads=dec["num_heads"], decoder_mlp_ratio=dec["mlp_ratio"],
+                  image_mask_ratio=cfg["image"]["mask_ratio"], audio_mask_ratio=cfg["audio"]["mask_ratio"],
+                  norm_pix_loss=cfg["image"]["norm_loss"], contrastive_weight=cfg["contrastive_weight"],
+                  temperature=cfg["temperature"], bidirectional=cfg["bidirectional"])
+
+
+def _scale_backbone(scale: str) -> dict:
+    """The backbone of the model package's `mae-image-<scale>` preset, without family/modality."""
+    base = {k: v for k, v in PRESETS[f"mae-image-{scale}"].items() if k not in ("family", "modality")}
+    return merge(base, {"family": "cav-mae", "audio": {"mask_ratio": 0.75}})
+
+
+register("cav-mae", build_pretrain, build_encoder, config_cls=CAVMAEModel)
+register_preset("cav-mae-paper", {"family": "cav-mae"})   # ViT-B: 11 + 1 blocks, decoder 512 x 8
+register_preset("cav-mae-tiny", _scale_backbone("tiny"))
+register_preset("cav-mae-smoke", _scale_backbone("smoke"))

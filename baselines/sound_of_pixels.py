@@ -13,16 +13,21 @@ Deviations (documented in baselines/README.md): the input is the project's log10
 (128x192 -> 2x3) instead of 7; one frame per clip instead of 3 (the project's datasets give one);
 the output is the logit, the separation task applies the sigmoid/BCE and the mel->STFT mapping.
 
-    model = SoundOfPixels(SoPConfig())
+    model = build_pretrain_model({"preset": "sound-of-pixels-tiny"})   # avfusion.models.registry
     logits = model(image, mix_audio)   # (B,3,S,S), (B,1,128,192) -> (B,1,128,192)
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from avfusion.config import ConfigError
+from avfusion.models.presets import register_preset
+from avfusion.models.registry import register
 
 
 @dataclass
@@ -158,3 +163,47 @@ class SoundOfPixels(nn.Module):
         visual = self.net_frame(image)  # (B, K)
         audio_maps = self.net_sound(mix_audio)  # (B, K, 128, 192)
         return self.net_synthesizer(visual, audio_maps)  # (B, 1, 128, 192)
+
+
+# ---------------------------------------------------------------------------------------------
+# registry: family `sound-of-pixels`, presets sound-of-pixels-{paper,tiny,smoke}
+
+
+@dataclass
+class SoundOfPixelsModel:
+    """Model dict of the `sound-of-pixels` family (validated like the model package's presets)."""
+    family: Literal["sound-of-pixels"] = "sound-of-pixels"
+    channels: int = 32
+    visual_widths: list[int] = field(default_factory=lambda: [64, 128, 256, 512])
+    visual_blocks: list[int] = field(default_factory=lambda: [2, 2, 2, 2])
+    unet_ngf: int = 64
+    unet_downs: int = 6
+
+    def validate(self) -> None:
+        if len(self.visual_widths) != len(self.visual_blocks) or not self.visual_widths:
+            raise ConfigError(f"config keys 'model.visual_widths' / 'model.visual_blocks': need the same, non-zero "
+                              f"length, got {self.visual_widths} and {self.visual_blocks}")
+        if min(self.visual_blocks) < 1:
+            raise ConfigError(f"config key 'model.visual_blocks': every stage needs >= 1 block, got {self.visual_blocks}")
+        if self.unet_downs < 5 or 128 % 2 ** self.unet_downs or 192 % 2 ** self.unet_downs:
+            raise ConfigError(f"config key 'model.unet_downs': {self.unet_downs} must be 5 or 6 "
+                              "(128x192 mel input divisible by 2**unet_downs)")
+
+
+def build_sound_of_pixels(cfg: dict) -> SoundOfPixels:
+    """Model dict (validated) -> SoundOfPixels."""
+    return SoundOfPixels(SoPConfig(channels=cfg["channels"], visual_widths=tuple(cfg["visual_widths"]),
+                                   visual_blocks=tuple(cfg["visual_blocks"]), unet_ngf=cfg["unet_ngf"],
+                                   unet_downs=cfg["unet_downs"]))
+
+
+# Sound of Pixels has no pretraining stage and no encoder in the sense of the encoder contract:
+# the registry's "pretrain" factory builds the whole separation model, so that `model-summary`
+# counts it and the separation task (`method: sound_of_pixels`) can build it from a preset.
+register("sound-of-pixels", build_sound_of_pixels, None, config_cls=SoundOfPixelsModel)
+register_preset("sound-of-pixels-paper", {"family": "sound-of-pixels"})  # ResNet-18 (dilated) + U-Net ngf 64
+register_preset("sound-of-pixels-tiny", {"family": "sound-of-pixels", "channels": 16,
+                                         "visual_widths": [16, 32, 64, 128], "visual_blocks": [1, 1, 1, 1],
+                                         "unet_ngf": 16, "unet_downs": 6})
+register_preset("sound-of-pixels-smoke", {"family": "sound-of-pixels", "channels": 8, "visual_widths": [8, 16],
+                                          "visual_blocks": [1, 1], "unet_ngf": 8, "unet_downs": 5})

@@ -6,10 +6,12 @@ import math
 import pytest
 import torch
 
-from baselines.cavmae import CAVMAE, CAVMAEEncoder, contrastive_loss
+from avfusion.models.registry import build_encoder, build_pretrain_model
+from baselines.cavmae import CAVMAEEncoder, contrastive_loss
 
-SMOKE = dict(embed_dim=64, depth=2, joint_depth=1, num_heads=4, image_size=(32, 32),
-             decoder_dim=32, decoder_depth=1, decoder_heads=4)
+
+def _smoke_batch(batch=4):
+    return torch.randn(batch, 3, 64, 64), torch.randn(batch, 1, 128, 192)
 
 
 def _hand_infonce(audio, image, temperature, image_to_audio=True):
@@ -41,8 +43,9 @@ def test_contrastive_loss_matches_a_hand_computation():
 
 
 def test_total_loss_is_reconstruction_plus_weighted_contrastive():
-    model = CAVMAE(**SMOKE, contrastive_weight=0.01)
-    out = model(torch.randn(3, 3, 32, 32), torch.randn(3, 1, 128, 192))
+    model = build_pretrain_model({"preset": "cav-mae-smoke"})
+    assert model.contrastive_weight == 0.01 and model.temperature == 0.05 and not model.bidirectional
+    out = model(*_smoke_batch(3))
     expected = out["loss_image"] + out["loss_audio"] + 0.01 * out["loss_contrastive"]
     assert out["loss"].item() == pytest.approx(expected.item(), rel=1e-6)
 
@@ -65,8 +68,8 @@ def test_encoder_contract_shapes_and_layers():
 
 def test_smoke_training_lowers_the_loss():
     torch.set_num_threads(1)
-    model = CAVMAE(**SMOKE)
-    image, audio = torch.randn(4, 3, 32, 32), torch.randn(4, 1, 128, 192)
+    model = build_pretrain_model({"preset": "cav-mae-smoke"})
+    image, audio = _smoke_batch(4)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     losses = []
     for _ in range(8):
@@ -78,3 +81,20 @@ def test_smoke_training_lowers_the_loss():
         losses.append(out["loss"].item())
     print("cav-mae smoke losses", [round(x, 4) for x in losses])
     assert losses[-1] < losses[0] - 0.05
+
+
+def test_unimodal_init_fills_branch_and_joint_block(tmp_path):
+    """A depth-2 image MAE: block 0 -> image branch, block 1 -> shared joint attention/MLP + image/joint norms."""
+    mae = build_pretrain_model({"preset": "mae-image-smoke"})
+    for p in mae.parameters():
+        p.data.normal_()
+    torch.save({"state_dict": mae.state_dict()}, tmp_path / "mae.pth")
+    enc = build_encoder({"preset": "cav-mae-smoke", "image": {"pretrained": str(tmp_path / "mae.pth")}})
+    src = mae.encoder.image
+    torch.testing.assert_close(enc.image.blocks[0].attn.qkv.weight, src.blocks[0].attn.qkv.weight)
+    torch.testing.assert_close(enc.image.norm.weight, src.norm.weight)
+    joint = enc.joint_blocks[0]
+    torch.testing.assert_close(joint.mlp.fc2.weight, src.blocks[1].mlp.fc2.weight)
+    for norm in ("norm1", "norm1_v"):
+        torch.testing.assert_close(getattr(joint, norm).weight, src.blocks[1].norm1.weight)
+    assert not torch.equal(joint.norm1_a.weight, src.blocks[1].norm1.weight)  # audio norms untouched
