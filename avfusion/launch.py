@@ -1,0 +1,284 @@
+"""Run one job of the DAG through submitit: in-process (debug), as a subprocess (local) or on SLURM.
+
+Every heavy Snakemake rule calls this entry point, waits for the job, and fails with the job's
+error if the job failed:
+
+    python -m avfusion.launch --executor slurm --task pretrain \
+        --config results/configs/tiny/pretrain/deepavfusion.yaml --out results/runs/tiny/pretrain/deepavfusion \
+        --partition gpu --account mylab --gpus 1 --cpus 8 --mem-gb 60 --time-min 1440
+
+- A run folder that already holds `metrics.json` is finished: nothing is submitted.
+- A SLURM job recorded in `<out>/submitit/launch.json` that is still queued or running is
+  re-attached to (e.g. after Snakemake was restarted), never submitted a second time.
+- The submitted callable (`TaskJob`) implements submitit's `checkpoint()`: on timeout or
+  preemption SLURM signals the job, submitit requeues it, and the task resumes from
+  `<out>/checkpoints/checkpoint_latest.pth`. A plain `scontrol requeue` resumes the same way.
+- submitit's files (sbatch script, pickles, stdout/stderr per job id) live in `<out>/submitit/`.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from .io import atomic_write_json, read_json
+
+EXECUTORS = ("debug", "local", "slurm")
+# squeue states after which a job will not run again by itself
+TERMINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL",
+                   "BOOT_FAIL", "DEADLINE", "PREEMPTED_CANCELLED", "SPECIAL_EXIT", "REVOKED"}
+
+
+class LaunchError(RuntimeError):
+    """The job could not be submitted, or it failed; the message says which and why."""
+
+
+@dataclasses.dataclass
+class Resources:
+    """What one job asks the scheduler for (SLURM); `time_min` is also the local executor's timeout."""
+
+    partition: str = ""        # "" = the cluster's default partition
+    account: str = ""          # "" = no -A
+    gpus: int = 0              # GPUs per node
+    cpus: int = 1              # CPUs per task
+    mem_gb: float = 2.0
+    time_min: int = 60
+    constraint: str = ""       # sbatch --constraint, e.g. "a100|h100"
+    signal_delay_s: int = 90   # USR2 this long before the time limit -> checkpoint() + requeue
+    max_requeues: int = 20     # submitit's slurm_max_num_timeout
+
+    def validate(self) -> None:
+        for key in ("gpus", "cpus", "time_min", "signal_delay_s", "max_requeues"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or value < 0:
+                raise LaunchError(f"resource '{key}' must be a non-negative integer, got {value!r}")
+        if self.cpus < 1 or self.time_min < 1:
+            raise LaunchError(f"resources 'cpus' and 'time_min' must be >= 1, got {self.cpus}, {self.time_min}")
+        if not self.mem_gb > 0:
+            raise LaunchError(f"resource 'mem_gb' must be > 0, got {self.mem_gb!r}")
+
+
+class TaskJob:
+    """The submitted callable: `avfusion <task> --config ... --set ... --out DIR`, run in this process.
+
+    `checkpoint()` returns a new submission of the same command: the task itself resumes from
+    `DIR/checkpoints/checkpoint_latest.pth`, so nothing needs to be pickled but the command.
+    """
+
+    def __init__(self, task: str, out_dir: str | Path, configs: list[str] = (), overrides: list[str] = ()):
+        self.task = task
+        self.out_dir = str(Path(out_dir).resolve())
+        self.configs = [str(Path(c).resolve()) for c in configs]
+        self.overrides = list(overrides)
+
+    def argv(self) -> list[str]:
+        argv = [self.task]
+        for path in self.configs:
+            argv += ["--config", path]
+        for item in self.overrides:
+            argv += ["--set", item]
+        return argv + ["--out", self.out_dir]
+
+    def __call__(self) -> dict:
+        from .cli import main as cli_main
+
+        print(f"[launch] avfusion {' '.join(self.argv())}", flush=True)
+        code = cli_main(self.argv())
+        if code:
+            raise LaunchError(f"avfusion {self.task} exited with code {code}")
+        metrics_path = Path(self.out_dir) / "metrics.json"
+        if not metrics_path.is_file():
+            raise LaunchError(f"avfusion {self.task} finished without writing {metrics_path}")
+        return read_json(metrics_path)["metrics"]
+
+    def checkpoint(self, *args: Any, **kwargs: Any):
+        import submitit
+
+        print(f"[launch] checkpoint(): requeueing {self.task} -> {self.out_dir}", flush=True)
+        return submitit.helpers.DelayedSubmission(TaskJob(self.task, self.out_dir, self.configs, self.overrides))
+
+    def __repr__(self) -> str:
+        return f"TaskJob(avfusion {' '.join(self.argv())})"
+
+
+def make_executor(executor: str, folder: Path, resources: Resources, job_name: str):
+    """A submitit executor of the named kind (always explicit: AutoExecutor would pick slurm
+    as soon as `srun` is on PATH)."""
+    import submitit
+
+    if executor == "debug":
+        return submitit.DebugExecutor(folder=folder)
+    if executor == "local":
+        ex = submitit.LocalExecutor(folder=folder)
+        ex.update_parameters(timeout_min=resources.time_min)
+        return ex
+    if executor == "slurm":
+        if shutil.which("sbatch") is None:
+            raise LaunchError("executor 'slurm': sbatch is not on PATH")
+        ex = submitit.SlurmExecutor(folder=folder, max_num_timeout=resources.max_requeues)
+        params: dict[str, Any] = dict(
+            job_name=job_name, time=resources.time_min, nodes=1, ntasks_per_node=1,
+            cpus_per_task=resources.cpus, mem=f"{int(round(resources.mem_gb * 1024))}M",
+            signal_delay_s=resources.signal_delay_s,
+        )
+        if resources.partition:
+            params["partition"] = resources.partition
+        if resources.account:
+            params["account"] = resources.account
+        if resources.gpus:
+            params["gpus_per_node"] = resources.gpus
+        if resources.constraint:
+            params["constraint"] = resources.constraint
+        ex.update_parameters(**params)
+        return ex
+    raise LaunchError(f"unknown executor {executor!r}; choose from {list(EXECUTORS)}")
+
+
+def slurm_state(job_id: str) -> str:
+    """The job's state from `squeue -t all` ('' once it has left squeue, after MinJobAge)."""
+    out = subprocess.run(["squeue", "-h", "-t", "all", "-j", str(job_id), "-o", "%T"],
+                         capture_output=True, text=True, timeout=30)
+    if out.returncode != 0:
+        if "Invalid job id" in out.stderr:
+            return ""
+        raise LaunchError(f"squeue failed for job {job_id}: {out.stderr.strip()}")
+    return out.stdout.strip().splitlines()[0].strip() if out.stdout.strip() else ""
+
+
+def _tail(path: Path, n: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return f"(no {path.name})"
+
+
+def wait_slurm(job, poll_s: float = 2.0, grace_s: float = 20.0) -> Any:
+    """Wait for a submitit SLURM job with squeue (works without slurmdbd/sacct) and return its result."""
+    finished_at = None
+    last_state = None
+    while not job.paths.result_pickle.exists():
+        state = slurm_state(job.job_id)
+        if state != last_state:
+            print(f"[launch] SLURM job {job.job_id}: {state or 'gone from squeue'}", flush=True)
+            last_state = state
+        if state == "" or state.split()[0] in TERMINAL_STATES:
+            finished_at = finished_at or time.time()
+            if time.time() - finished_at > grace_s:  # the result pickle never came
+                raise LaunchError(f"SLURM job {job.job_id} ended ({state or 'left squeue'}) without a result; "
+                                  f"stderr tail of {job.paths.stderr}:\n{_tail(job.paths.stderr)}")
+        else:
+            finished_at = None
+        time.sleep(poll_s)
+    # the result is written just before the job step exits: let SLURM record the end too
+    deadline = time.time() + grace_s
+    while time.time() < deadline and slurm_state(job.job_id).split()[:1] not in ([], *([s] for s in TERMINAL_STATES)):
+        time.sleep(min(poll_s, 0.5))
+    return job.result()
+
+
+def _record(folder: Path, **info) -> None:
+    atomic_write_json(folder / "launch.json", info)
+
+
+def _live_slurm_job(folder: Path):
+    """The SLURM job recorded in `folder/launch.json` if it is still queued or running, else None."""
+    import submitit
+
+    record = folder / "launch.json"
+    if not record.is_file():
+        return None
+    info = read_json(record)
+    if info.get("executor") != "slurm" or shutil.which("squeue") is None:
+        return None
+    try:
+        state = slurm_state(info["job_id"])
+    except LaunchError:
+        return None
+    if state and state.split()[0] not in TERMINAL_STATES:
+        return submitit.SlurmJob(folder=folder, job_id=str(info["job_id"]))
+    return None
+
+
+def launch(job: Callable[[], Any], out_dir: str | Path, executor: str = "local",
+           resources: Resources | None = None, job_name: str = "avfusion", poll_s: float = 2.0) -> Any:
+    """Run `job` (a callable with `checkpoint()`) for run folder `out_dir` and return its result.
+
+    Returns the metrics of `out_dir/metrics.json` right away if the run is already finished.
+    """
+    out_dir = Path(out_dir)
+    resources = resources or Resources()
+    resources.validate()
+    metrics_path = out_dir / "metrics.json"
+    if metrics_path.is_file():
+        print(f"[launch] {metrics_path} exists: finished run, nothing submitted", flush=True)
+        return read_json(metrics_path)["metrics"]
+    folder = out_dir / "submitit"
+    folder.mkdir(parents=True, exist_ok=True)
+
+    if executor == "slurm":
+        live = _live_slurm_job(folder)
+        if live is not None:
+            print(f"[launch] re-attaching to SLURM job {live.job_id} (still queued/running)", flush=True)
+            return wait_slurm(live, poll_s=poll_s)
+
+    ex = make_executor(executor, folder, resources, job_name)
+    if executor == "debug":
+        _record(folder, executor="debug", job_id="debug", job_name=job_name, submitted_at=time.time())
+        # DebugJob.result() drops into pdb on an exception; run the submission directly instead
+        return ex.submit(job).submission().result()
+    try:
+        submitted = ex.submit(job)
+    except Exception as err:  # sbatch rejected it: bad partition, account, constraint ...
+        raise LaunchError(f"submission to {executor} failed: {err}") from None
+    _record(folder, executor=executor, job_id=str(submitted.job_id), job_name=job_name,
+            submitted_at=time.time(), resources=dataclasses.asdict(resources))
+    print(f"[launch] submitted {job_name} to {executor} as job {submitted.job_id}; logs in {folder}", flush=True)
+    if executor == "slurm":
+        return wait_slurm(submitted, poll_s=poll_s)
+    return submitted.result()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--executor", choices=EXECUTORS, default="local")
+    parser.add_argument("--task", required=True, help="avfusion command, e.g. pretrain, linprobe")
+    parser.add_argument("--config", action="append", default=[], metavar="FILE")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides")
+    parser.add_argument("--out", required=True, type=Path, help="run folder")
+    parser.add_argument("--job-name", default="", help="SLURM job name (default avf-<scale>-<task>-<variant>)")
+    defaults = Resources()
+    for field in dataclasses.fields(Resources):
+        flag = "--" + field.name.replace("_", "-")
+        parser.add_argument(flag, type=type(getattr(defaults, field.name)), default=getattr(defaults, field.name))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m avfusion.launch", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    from .cli import COMMANDS
+
+    if args.task not in COMMANDS:
+        parser.error(f"--task {args.task!r} is not an avfusion command; choose from {', '.join(COMMANDS)}")
+    resources = Resources(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Resources)})
+    job_name = args.job_name or "avf-" + "-".join(args.out.resolve().parts[-3:])
+    job = TaskJob(args.task, args.out, args.config, args.overrides)
+    try:
+        metrics = launch(job, args.out, args.executor, resources, job_name)
+    except LaunchError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except Exception as err:  # the job's own exception (submitit re-raises it with the job's traceback)
+        print(f"error: job {job_name} failed: {type(err).__name__}: {err}", file=sys.stderr)
+        return 1
+    print(json.dumps(metrics, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""Session fixture `slurm_cluster`: a real single-node SLURM (munged + slurmctld + slurmd) for tests
+marked `@pytest.mark.slurm`, started by scripts/slurm/start.sh and stopped by stop.sh.
+
+    from slurm_cluster import slurm_cluster  # noqa: F401  (in a test module)
+
+    @pytest.mark.slurm
+    def test_x(slurm_cluster): ...   # SLURM_CONF is set in os.environ while the session runs
+
+The cluster gets free ports and its own folder, so it does not collide with a cluster a user runs.
+Without root or the Debian packages (scripts/install-system.sh) the tests are skipped with that reason.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class SlurmCluster:
+    folder: Path
+    conf: Path
+
+    def squeue_all(self) -> list[dict]:
+        """Every job squeue still knows (MinJobAge=600 s keeps finished ones): id, name, state."""
+        out = subprocess.run(["squeue", "-h", "-t", "all", "-o", "%i|%j|%T"], capture_output=True,
+                             text=True, check=True, timeout=30).stdout
+        return [dict(zip(("job_id", "name", "state"), line.split("|"))) for line in out.splitlines() if line]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    missing = [b for b in ("munged", "slurmctld", "slurmd", "sbatch") if shutil.which(b) is None]
+    if missing:
+        pytest.skip(f"SLURM packages missing ({', '.join(missing)}): run scripts/install-system.sh as root")
+    if os.geteuid() != 0:
+        pytest.skip("the test SLURM cluster runs its daemons as root (SlurmUser=root)")
+    folder = tmp_path_factory.mktemp("slurm")
+    env = dict(os.environ, SLURM_CTLD_PORT=str(_free_port()), SLURMD_PORT=str(_free_port()), SLURM_LINK_ETC="0")
+    start = subprocess.run(["bash", str(REPO / "scripts/slurm/start.sh"), str(folder)], env=env,
+                           capture_output=True, text=True, timeout=120)
+    if start.returncode != 0:
+        subprocess.run(["bash", str(REPO / "scripts/slurm/stop.sh"), str(folder)], capture_output=True, timeout=60)
+        raise RuntimeError(f"scripts/slurm/start.sh failed:\n{start.stderr}")
+    conf = folder / "slurm.conf"
+    assert start.stdout.strip() == f"export SLURM_CONF={conf}"
+    previous = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = str(conf)
+    try:
+        yield SlurmCluster(folder=folder, conf=conf)
+    finally:
+        subprocess.run(["scancel", "--user", "root"], capture_output=True, timeout=30)
+        subprocess.run(["bash", str(REPO / "scripts/slurm/stop.sh"), str(folder)], capture_output=True, timeout=60)
+        if previous is None:
+            os.environ.pop("SLURM_CONF", None)
+        else:
+            os.environ["SLURM_CONF"] = previous
