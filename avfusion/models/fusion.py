@@ -135,9 +135,8 @@ class DenseCrossAttention(nn.Module):
     def _attend_pairs(self, q: torch.Tensor, audio: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         pairs = _pairs(audio, image)                                      # (B, n_a*n_v, 2D)
         k, v = (_split_heads(t, self.num_heads) for t in self.kv(pairs).chunk(2, dim=-1))  # (B, H, P, d/H)
-        attn = (q @ k.transpose(-2, -1)) * self.scale                     # (B, H, F, P)
-        attn = self.attn_drop(attn.softmax(dim=-1))
-        return attn @ v                                                   # (B, H, F, d/H)
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop.p if self.training else 0.0,
+                                              scale=self.scale)           # (B, H, F, d/H)
 
     def _attend_factorized(self, q: torch.Tensor, audio: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         D = self.embed_dim
