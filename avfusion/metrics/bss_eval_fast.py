@@ -44,17 +44,23 @@ def _as_float64(x, name: str) -> torch.Tensor:
     return t.detach().to("cpu", torch.float64)
 
 
-def _check_inputs(refs: torch.Tensor, ests: torch.Tensor) -> None:
+def _check_inputs(refs: torch.Tensor, ests: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Shape, finiteness and silence checks; returns the energies sum(x^2) of refs and ests (B, S)."""
     if refs.shape != ests.shape:
         raise ValueError(f"refs {tuple(refs.shape)} and ests {tuple(ests.shape)} must have the same shape (B, S, T)")
-    if not (torch.isfinite(refs).all() and torch.isfinite(ests).all()):
-        raise ValueError("refs/ests contain NaN or Inf")
+    energies = []
     for name, x in (("refs", refs), ("ests", ests)):
-        silent = (x == 0).all(dim=-1)  # (B, S)
+        norm = torch.linalg.vector_norm(x, dim=-1)                           # (B, S), no big temporary
+        if not torch.isfinite(norm).all():
+            b, s = (int(v) for v in (~torch.isfinite(norm)).nonzero()[0])
+            raise ValueError(f"{name}[{b}, {s}] contains NaN or Inf")
+        silent = norm == 0
         if silent.any():
             b, s = (int(v) for v in silent.nonzero()[0])
             raise ValueError(f"{name}[{b}, {s}] is all zeros; BSS Eval is undefined for a silent "
                              f"source ({int(silent.sum())} silent in total) - skip such pairs before calling")
+        energies.append(norm.square())
+    return energies[0], energies[1]
 
 
 def _lags(corr: torch.Tensor, length: int) -> torch.Tensor:
@@ -92,15 +98,20 @@ def _db(num: torch.Tensor, den: torch.Tensor, scale: torch.Tensor) -> torch.Tens
     return 10 * torch.log10(num / torch.maximum(den, floor))
 
 
-def _chunk_metrics(refs: torch.Tensor, ests: torch.Tensor, flen: int, solver: str):
-    """refs, ests: (B, S, T) float64 -> sdr, sir, sar (B, S)."""
+def _chunk_metrics(refs: torch.Tensor, ests: torch.Tensor, energy_est: torch.Tensor, flen: int, solver: str):
+    """refs, ests: (B, S, T) float64, energy_est (B, S) -> sdr, sir, sar (B, S)."""
     batch, n_src, n_samples = refs.shape
     n_fft = scipy.fft.next_fast_len(n_samples + flen - 1, real=True)
     ref_f = torch.fft.rfft(refs, n=n_fft)                                       # (B, S, F)
     est_f = torch.fft.rfft(ests, n=n_fft)                                       # (B, S, F)
     # xcorr_ij(k) = sum_t r_i(t+k) r_j(t): the Gram blocks of the delayed references
-    rr = torch.fft.irfft(ref_f[:, :, None] * ref_f[:, None].conj(), n=n_fft)    # (B, S, S, n_fft)
-    gamma = _lags(rr, flen).permute(0, 3, 1, 2).contiguous()                    # (B, 2L-1, S, S)
+    first, second = torch.triu_indices(n_src, n_src)                            # pairs i <= j
+    rr = torch.fft.irfft(ref_f[:, first] * ref_f[:, second].conj(), n=n_fft)    # (B, P, n_fft)
+    lags = _lags(rr, flen)                                                      # (B, P, 2L-1)
+    gamma = refs.new_empty(batch, n_src, n_src, 2 * flen - 1)
+    gamma[:, first, second] = lags
+    gamma[:, second, first] = lags.flip(-1)                                     # xcorr_ji(k) = xcorr_ij(-k)
+    gamma = gamma.permute(0, 3, 1, 2).contiguous()                              # (B, 2L-1, S, S)
     # d[m, i, a] = sum_t r_i(t-a) e_m(t): estimate m against reference i delayed by a
     re = torch.fft.irfft(ref_f[:, None] * est_f[:, :, None].conj(), n=n_fft)    # (B, S_est, S_ref, n_fft)
     d = torch.cat([re[..., :1], re[..., n_fft - (flen - 1):].flip(-1)], -1)     # (B, S_est, S_ref, L)
@@ -116,7 +127,6 @@ def _chunk_metrics(refs: torch.Tensor, ests: torch.Tensor, flen: int, solver: st
     coef_own = block_levinson_solve(gamma_own, rhs_own, backend=solver)
     energy_own = _projection_energy(gamma_own, rhs_own, coef_own).reshape(batch, n_src)    # (B, S)
 
-    energy_est = ests.square().sum(-1)                                          # (B, S)
     sdr = _db(energy_own, energy_est - energy_own, energy_est)
     sir = _db(energy_own, energy_all - energy_own, energy_all)
     if n_src == 1:  # P_all is P_own: no interference, +inf as in mir_eval
@@ -125,7 +135,7 @@ def _chunk_metrics(refs: torch.Tensor, ests: torch.Tensor, flen: int, solver: st
     return sdr, sir, sar
 
 
-def bss_eval_sources_batch(refs, ests, chunk_size: int = 64, filter_length: int = FILTER_LENGTH,
+def bss_eval_sources_batch(refs, ests, chunk_size: int = 16, filter_length: int = FILTER_LENGTH,
                            solver: str = "auto"):
     """SDR, SIR, SAR in dB for estimate s against reference s (no permutation search).
 
@@ -136,8 +146,9 @@ def bss_eval_sources_batch(refs, ests, chunk_size: int = 64, filter_length: int 
     solver: block-Toeplitz solver backend ("auto" = C kernel if it builds, "c", "torch").
     """
     refs, ests = _as_float64(refs, "refs"), _as_float64(ests, "ests")
-    _check_inputs(refs, ests)
-    outputs = [_chunk_metrics(refs[i:i + chunk_size], ests[i:i + chunk_size], filter_length, solver)
+    _, energy_est = _check_inputs(refs, ests)
+    outputs = [_chunk_metrics(refs[i:i + chunk_size], ests[i:i + chunk_size], energy_est[i:i + chunk_size],
+                              filter_length, solver)
                for i in range(0, refs.shape[0], chunk_size)]
     if not outputs:
         empty = np.zeros((0, refs.shape[1]))
