@@ -17,12 +17,14 @@ from pathlib import Path
 
 import av
 import numpy as np
+import soundfile
 import torch
 from PIL import Image
 
 from .audio import SAMPLE_RATE, resample
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+SOUNDFILE_SUFFIXES = {".wav", ".flac", ".ogg"}
 _SEEK_AFTER_S = 5.0  # windows starting later than this seek instead of decoding from the start
 _MARGIN_S = 0.05  # extra audio decoded on each side so resampling has no edge effects
 _TRUNCATION_TOL_S = 0.15  # decoded audio may end this much before the declared end (codec padding)
@@ -95,8 +97,12 @@ def _decode_audio(container, path: Path, t0: float, t1: float) -> tuple[np.ndarr
     whether decoding stopped at t1 (False: the stream ended first)."""
     stream = container.streams.audio[0]
     rate = stream.rate
-    if t0 > _SEEK_AFTER_S:
+    seeked = t0 > _SEEK_AFTER_S
+    if seeked:
         container.seek(int((t0 - 1.0) * av.time_base))
+    # decoding from the start, the samples begin at the stream's start time; FFmpeg's vorbis decoder
+    # labels its first frame pts=256 in some files although its samples start at 0 (libsndfile agrees)
+    stream_start = float(stream.start_time * stream.time_base) if stream.start_time is not None else None
     to_float = av.AudioResampler(format="fltp")  # keep rate and layout; ints -> floats in [-1, 1]
     chunks, start, stopped = [], None, False
     for frame in container.decode(stream):
@@ -110,7 +116,7 @@ def _decode_audio(container, path: Path, t0: float, t1: float) -> tuple[np.ndarr
         for out in to_float.resample(frame):
             data = out.to_ndarray().astype(np.float32)  # (C, n) planar
             if start is None:
-                start = ts
+                start = ts if seeked or stream_start is None else stream_start
             chunks.append(data.mean(axis=0))  # (n,) channels averaged
     if not chunks:
         raise MediaError(f"{path}: no audio samples decoded")
@@ -125,18 +131,11 @@ def _declared_end(stream) -> float | None:
     return start + seconds
 
 
-def read_audio(path: str | Path, t0: float = 0.0, t1: float | None = None,
-               rate: int = SAMPLE_RATE) -> torch.Tensor:
-    """Samples of [t0, t1) (seconds in the file's timeline) as float32 `(n,)` at `rate`, mono.
-
-    The window is clipped to the file; a window with no samples raises MediaError. Use
-    `audio.pad_or_trim` to reach the 48000 samples of a model input.
-    """
-    path = Path(path)
+def _pyav_segment(path: Path, t0: float, t_end: float) -> tuple[np.ndarray, float, int, float]:
+    """(mono samples at the file's rate, time of the first, rate, end of the audio) via PyAV."""
     with _open(path) as container:
         if not container.streams.audio:
             raise MediaError(f"{path}: no audio stream")
-        t_end = math.inf if t1 is None else t1
         try:
             samples, start, orig_rate, stopped = _decode_audio(container, path, t0, t_end)
         except av.error.FFmpegError as err:
@@ -146,16 +145,49 @@ def read_audio(path: str | Path, t0: float = 0.0, t1: float | None = None,
     if not stopped and declared is not None and decoded_end < min(t_end, declared) - _TRUNCATION_TOL_S:
         raise MediaError(f"{path}: truncated or corrupt: audio ends at {decoded_end:.3f} s "
                          f"but the stream declares {declared:.3f} s")
+    return samples, start, orig_rate, decoded_end
+
+
+def _soundfile_segment(path: Path, t0: float, t_end: float) -> tuple[np.ndarray, float, int, float] | None:
+    """The same through libsndfile (wav/flac/ogg; 25x faster than PyAV on short files), reading only
+    the window plus margins; None when libsndfile cannot read the file (PyAV then tries)."""
+    try:
+        info = soundfile.info(str(path))
+    except (RuntimeError, soundfile.LibsndfileError):
+        return None
+    rate, frames = info.samplerate, info.frames
+    first = min(frames, max(0, int(math.floor((t0 - _MARGIN_S) * rate))))
+    last = frames if math.isinf(t_end) else min(frames, int(math.ceil((t_end + _MARGIN_S) * rate)))
+    if last <= first:
+        return np.zeros(0, dtype=np.float32), first / rate, rate, frames / rate
+    try:
+        data, _ = soundfile.read(str(path), start=first, stop=last, dtype="float32", always_2d=True)  # (n, C)
+    except (RuntimeError, soundfile.LibsndfileError) as err:
+        raise MediaError(f"{path}: audio decoding failed ({err})") from None
+    return data.mean(axis=1), first / rate, rate, frames / rate  # channels averaged
+
+
+def read_audio(path: str | Path, t0: float = 0.0, t1: float | None = None,
+               rate: int = SAMPLE_RATE) -> torch.Tensor:
+    """Samples of [t0, t1) (seconds in the file's timeline) as float32 `(n,)` at `rate`, mono.
+
+    The window is clipped to the file; a window with no samples raises MediaError. Use
+    `audio.pad_or_trim` to reach the 48000 samples of a model input. wav/flac/ogg are read with
+    libsndfile, everything else (mp4, ...) with PyAV; both give the same samples.
+    """
+    path = Path(path)
+    t_end = math.inf if t1 is None else t1
+    segment = _soundfile_segment(path, t0, t_end) if path.suffix.lower() in SOUNDFILE_SUFFIXES else None
+    samples, start, orig_rate, file_end = segment if segment is not None else _pyav_segment(path, t0, t_end)
     # crop at the original rate with a margin, on an integer sample grid
     first = max(0, int(math.floor((t0 - _MARGIN_S - start) * orig_rate)))
     last = len(samples) if t1 is None else min(len(samples), int(math.ceil((t1 + _MARGIN_S - start) * orig_rate)))
     if last <= first:
         raise MediaError(f"{path}: no audio in [{t0:.3f}, {t_end:.3f}] s "
-                         f"(audio covers [{start:.3f}, {start + len(samples) / orig_rate:.3f}] s)")
+                         f"(audio covers [{start:.3f}, {file_end:.3f}] s)")
     wave = resample(torch.from_numpy(samples[first:last].copy()), orig_rate, rate)  # (m,) at `rate`
     offset = start + first / orig_rate  # time of wave[0]
     j0 = max(0, int(round((t0 - offset) * rate)))
-    file_end = start + len(samples) / orig_rate
     j1 = int(round((min(t_end, file_end) - offset) * rate))
     wave = wave[j0:max(j0, j1)]
     if wave.numel() == 0:

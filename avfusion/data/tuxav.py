@@ -10,7 +10,8 @@ for free. One manifest serves classification, separation (pairs.csv), segmentati
 
 Layout (as Flickr-SoundNet / AVSBench): frames/{id}.jpg, audio/{id}.wav, masks/{id}.png (0/255), and
 for every 16th clip videos/{id}.mp4 (h264 + AAC, no wav/jpg) so the video path is exercised too.
-Same seed -> byte-identical files.
+Same seed -> byte-identical files. Media are plain writes (no fsync per file, which dominated the
+time); manifest.csv is written atomically and last, so it exists only when the whole folder does.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ import torch
 from PIL import Image
 
 from .. import audio as audio_lib
-from ..io import _atomic_write_bytes, atomic_write_csv, atomic_write_json
+from ..io import atomic_write_csv, atomic_write_json
 from ..media import read_audio
 from ..progress import Progress
 from .manifest import PAIR_COLUMNS, SkipReport, write_manifest
@@ -187,7 +188,7 @@ def wav_bytes(wave: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def mp4_bytes(path: Path, frame: np.ndarray, wave: np.ndarray) -> None:
+def write_mp4(path: Path, frame: np.ndarray, wave: np.ndarray) -> None:
     """A 3 s mp4 of the still scene (h264, 4 fps) with the clip's sound (AAC 16 kHz mono)."""
     tmp = path.with_name(f".{path.name}.tmp")
     with av.open(str(tmp), "w", format="mp4") as container:
@@ -264,6 +265,7 @@ def make_tuxav(out: str | Path, scale: str = "tiny", seed: int = 0, asset_dir: P
     if scale not in SCALES:
         raise ValueError(f"unknown tuxav scale {scale!r}; choose from {sorted(SCALES)}")
     out = Path(out)
+    (out / "manifest.csv").unlink(missing_ok=True)  # a half-regenerated folder never looks finished
     spec = SCALES[scale]
     plan = plan_clips(scale, seed)
     classes = list(CLASS_STAMPS)[:spec["classes"]]
@@ -285,19 +287,16 @@ def make_tuxav(out: str | Path, scale: str = "tiny", seed: int = 0, asset_dir: P
                "start": "0.0", "end": f"{audio_lib.CLIP_SECONDS:.1f}", "label": item["cls"],
                "mask": f"masks/{cid}.png", "boxes": json.dumps([[mask_box(mask)]]),
                "frame_time": f"{audio_lib.CLIP_SECONDS / 2:.1f}", "source": f"tuxpaint:{stamp}"}
-        _atomic_write_bytes(out / row["mask"], _png_bytes(mask.astype(np.uint8) * 255))
+        (out / row["mask"]).write_bytes(_png_bytes(mask.astype(np.uint8) * 255))
         if item["video"]:
             row["video"] = f"videos/{cid}.mp4"
-            mp4_bytes(out / row["video"], frame, wave)
+            write_mp4(out / row["video"], frame, wave)
         else:
             row["frame"], row["audio"] = f"frames/{cid}.jpg", f"audio/{cid}.wav"
-            _atomic_write_bytes(out / row["frame"], _jpg_bytes(frame))
-            _atomic_write_bytes(out / row["audio"], wav_bytes(wave))
+            (out / row["frame"]).write_bytes(_jpg_bytes(frame))
+            (out / row["audio"]).write_bytes(wav_bytes(wave))
         rows.append(row)
         progress.update()
-    report = SkipReport()
-    report.keep(len(rows))
-    write_manifest(out, rows, report, classes)
     pairs = make_pairs(rows, seed)
     atomic_write_csv(out / "pairs.csv", pairs, PAIR_COLUMNS)
     summary = {"scale": scale, "seed": seed, "frame_size": size, "classes": {c: CLASS_STAMPS[c] for c in classes},
@@ -306,6 +305,9 @@ def make_tuxav(out: str | Path, scale: str = "tiny", seed: int = 0, asset_dir: P
                "videos": sum(bool(r["video"]) for r in rows), "pairs": len(pairs),
                "source": "Tux Paint stamps (GPL-2), see avfusion/data/assets/tuxpaint/README.md"}
     atomic_write_json(out / "tuxav.json", summary)
+    report = SkipReport()
+    report.keep(len(rows))
+    write_manifest(out, rows, report, classes)  # last: manifest.csv exists only when every file does
     return summary
 
 
