@@ -33,10 +33,25 @@ from avfusion.models.registry import register
 @dataclass
 class SoPConfig:
     channels: int = 32                      # K, the shared feature size (official num_channels=32)
-    visual_widths: tuple = (64, 128, 256, 512)  # ResNet-18 stage widths
-    visual_blocks: tuple = (2, 2, 2, 2)     # BasicBlocks per stage (ResNet-18)
+    visual_widths: tuple[int, ...] = (64, 128, 256, 512)  # ResNet-18 stage widths
+    visual_blocks: tuple[int, ...] = (2, 2, 2, 2)         # BasicBlocks per stage (ResNet-18)
     unet_ngf: int = 64                      # U-Net base width (official ngf=64)
     unet_downs: int = 6                     # 128x192 input -> 2x3 at the bottom
+
+    def validate(self, prefix: str = "sop") -> None:
+        check_sizes(self.visual_widths, self.visual_blocks, self.unet_downs, prefix)
+
+
+def check_sizes(widths, blocks, downs: int, prefix: str) -> None:
+    """ConfigError naming `<prefix>.<key>` for inconsistent visual stages or U-Net depth."""
+    if len(widths) != len(blocks) or not widths:
+        raise ConfigError(f"config keys '{prefix}.visual_widths' / '{prefix}.visual_blocks': need the same, "
+                          f"non-zero length, got {list(widths)} and {list(blocks)}")
+    if min(blocks) < 1:
+        raise ConfigError(f"config key '{prefix}.visual_blocks': every stage needs >= 1 block, got {list(blocks)}")
+    if downs < 5 or 128 % 2 ** downs or 192 % 2 ** downs:
+        raise ConfigError(f"config key '{prefix}.unet_downs': {downs} must be 5 or 6 "
+                          "(the 128x192 mel input must be divisible by 2**unet_downs)")
 
 
 class BasicBlock(nn.Module):
@@ -180,14 +195,7 @@ class SoundOfPixelsModel:
     unet_downs: int = 6
 
     def validate(self) -> None:
-        if len(self.visual_widths) != len(self.visual_blocks) or not self.visual_widths:
-            raise ConfigError(f"config keys 'model.visual_widths' / 'model.visual_blocks': need the same, non-zero "
-                              f"length, got {self.visual_widths} and {self.visual_blocks}")
-        if min(self.visual_blocks) < 1:
-            raise ConfigError(f"config key 'model.visual_blocks': every stage needs >= 1 block, got {self.visual_blocks}")
-        if self.unet_downs < 5 or 128 % 2 ** self.unet_downs or 192 % 2 ** self.unet_downs:
-            raise ConfigError(f"config key 'model.unet_downs': {self.unet_downs} must be 5 or 6 "
-                              "(128x192 mel input divisible by 2**unet_downs)")
+        check_sizes(self.visual_widths, self.visual_blocks, self.unet_downs, "model")
 
 
 def build_sound_of_pixels(cfg: dict) -> SoundOfPixels:

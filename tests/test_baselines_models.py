@@ -127,3 +127,14 @@ def test_paper_scale_parameter_counts_via_model_summary(capsys):
         sop = build_pretrain_model({"preset": "sound-of-pixels-paper"})
     assert sum(p.numel() for p in sop.net_frame.parameters()) == 11_176_512 + 512 * 32 * 9 + 32
     assert trainable == 32_683_299
+
+
+def test_sound_of_pixels_config_errors_name_the_key():
+    from avfusion.config import ConfigError, from_dict
+    from baselines.sound_of_pixels import SoPConfig
+
+    assert from_dict(SoPConfig, {"visual_widths": [8, 16], "visual_blocks": [1, 1]}).visual_widths == (8, 16)
+    with pytest.raises(ConfigError, match="sop.visual_blocks"):
+        from_dict(SoPConfig, {"visual_widths": [8, 16], "visual_blocks": [1]}, prefix="sop")
+    with pytest.raises(ConfigError, match="model.unet_downs"):
+        model_config("sound-of-pixels-smoke", ["unet_downs=7"])
