@@ -2,7 +2,7 @@
 
 Encoder: an image and an audio ViT branch of `depth - joint_depth` blocks each (timm names, via
 `avfusion.models.vit.ViT`), learned modality embeddings, then `joint_depth` shared blocks
-("blocks_u") whose attention/MLP weights are shared by three passes with separate LayerNorms:
+("blocks_u", here `fusion_blocks.{layer}`) whose attention/MLP weights are shared by three passes with separate LayerNorms:
   - joint pass over the concatenation [audio ; image] with norm1/norm2, final `fusion_norm`;
   - audio-only pass with norm1_a/norm2_a, final `audio.norm` (official `norm_a`);
   - image-only pass with norm1_v/norm2_v, final `image.norm` (official `norm_v`).
@@ -81,15 +81,22 @@ class CAVMAEEncoder(nn.Module):
         self.image_grid, self.audio_grid = self.image.grid_size, self.audio.grid_size
         self.modality_image = nn.Parameter(torch.zeros(1, 1, embed_dim))  # official modality_v
         self.modality_audio = nn.Parameter(torch.zeros(1, 1, embed_dim))  # official modality_a
-        self.joint_blocks = nn.ModuleList([
-            JointBlock(embed_dim, num_heads, mlp_ratio, drop_path, attn_drop, drop) for _ in range(joint_depth)])
+        # joint block j sits at layer depth - joint_depth + j; None below keeps the keys at their layer
+        # index (`fusion_blocks.{layer}`, as DeepAVFusion's), so layer-wise lr decay sees the right depth
+        self.fusion_blocks = nn.ModuleList(
+            [None] * (depth - joint_depth)
+            + [JointBlock(embed_dim, num_heads, mlp_ratio, drop_path, attn_drop, drop) for _ in range(joint_depth)])
         self.fusion_norm = nn.LayerNorm(embed_dim)  # official `norm` of the joint stream
         nn.init.normal_(self.modality_image, std=0.02)
         nn.init.normal_(self.modality_audio, std=0.02)
-        self.joint_blocks.apply(init_weights_mae)
+        self.fusion_blocks.apply(init_weights_mae)
         for name, path in (("image", image_pretrained), ("audio", audio_pretrained)):
             if path:
                 load_unimodal_init(self, path, name)
+
+    @property
+    def joint_blocks(self) -> list[JointBlock]:
+        return list(self.fusion_blocks)[self.depth - self.joint_depth:]
 
     def embed(self, image: torch.Tensor, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Patch tokens + positions + modality embedding: (B, Nv, D), (B, Na, D)."""

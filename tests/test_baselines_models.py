@@ -103,7 +103,7 @@ def _summary_total(capsys, preset):
     lines = capsys.readouterr().out.splitlines()
     with capsys.disabled():
         print(f"{preset}: {lines[-2]}, {lines[-1]}")
-    parts = {line.split()[0]: int(line.split()[-1].replace(",", "")) for line in lines[1:-2]}
+    parts = {line.rsplit(maxsplit=1)[0].strip(): int(line.split()[-1].replace(",", "")) for line in lines[1:-2]}
     return int(lines[-1].split()[-1]), int(lines[-2].split()[-1]), parts
 
 
@@ -118,8 +118,8 @@ def test_paper_scale_parameter_counts_via_model_summary(capsys):
     assert _summary_total(capsys, "deepavfusion-vggsound")[0] == none + 12 * 8_125_824
     # CAV-MAE: 11 + 11 ViT-B blocks + one joint block with 4 extra LayerNorms (2 x 2 x 768)
     total, trainable, parts = _summary_total(capsys, "cav-mae-paper")
-    assert parts["encoder.joint_blocks"] == vit_block + 4 * 2 * 768
-    assert parts["image"] == 11 * vit_block + (768 * 3 * 256 + 768) + 196 * 768 + 2 * 768
+    assert parts["fusion blocks"] == vit_block + 4 * 2 * 768  # the joint block
+    assert parts["image branch"] == 11 * vit_block + (768 * 3 * 256 + 768) + 196 * 768 + 2 * 768
     assert total == 190_335_744
     # Sound of Pixels: a ResNet-18 trunk (11,176,512 without its fc) + 3x3 conv 512 -> 32
     total, trainable, parts = _summary_total(capsys, "sound-of-pixels-paper")
