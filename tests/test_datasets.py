@@ -134,6 +134,10 @@ def test_class_map_masks_keep_only_the_listed_classes(smoke, tmp_path):
     rows[0]["label"] = "dog|cat"
     write_manifest(tmp_path, rows, classes=classes)
     assert set(SegmentationDataset(tmp_path, "val", False, frame.shape[0], 3)[0]["mask"].unique().tolist()) == {0, 1, 2}
+    # a 0-based label2idx (AVSBench parser's report): the official p + 1 rule shifts by one (item 41)
+    (tmp_path / "report.json").write_text(json.dumps({"details": {"label2idx_first_index": 0}}))
+    shifted = SegmentationDataset(tmp_path, "val", False, frame.shape[0], 3)[0]["mask"]
+    assert set(shifted.unique().tolist()) == {0, 1} and shifted[:, 30:60].eq(0).all()
 
 
 def test_boxes_give_consensus_maps():

@@ -121,3 +121,10 @@ def test_assets_are_small_and_licensed():
     assert total < 4_000_000
     assert "GPL-2" in (ASSET_DIR / "COPYRIGHT.debian.txt").read_text()
     assert "tuxpaint-stamps-default" in (ASSET_DIR / "README.md").read_text()
+
+
+def test_prepare_command_names_unknown_datasets_and_missing_roots(tmp_path):
+    with pytest.raises(SystemExit, match="unknown dataset 'vggsnd'; choose from .*vggsound"):
+        cli_main(["data", "prepare", "vggsnd", "--root", str(tmp_path), "--out", str(tmp_path / "out")])
+    with pytest.raises(FileNotFoundError, match="dataset root not found"):
+        cli_main(["data", "prepare", "vggsound", "--root", str(tmp_path / "none"), "--out", str(tmp_path / "o")])

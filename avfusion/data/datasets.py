@@ -221,15 +221,20 @@ class SegmentationDataset(_ManifestClips):
     """AVSBench-style segmentation: `image`, `audio`, `mask (S,S)`, `index`.
 
     num_classes <= 2: binary target `mask > 0` as float 0/1 (S4, MS3, tuxav).
-    Otherwise a long class map: pixel value = line of classes.txt (background = 0). When a row's
-    `label` lists classes, pixels of other classes become background: the official AVSS remap
-    "keep p only if p+1 is in the video's label2idx list" (spec 4.5, item 41) with 0-based classes.txt.
+    Otherwise a long class map of the raw pixel values (background = 0). When a row's `label` lists
+    classes, the official AVSS rule applies (spec 4.5, item 41): pixel p is kept only if p + 1 is the
+    label2idx index of one of them, else set to 0. label2idx index = line of classes.txt + `first`,
+    `first` = report.json details.label2idx_first_index (written by the AVSBench parser; default 1,
+    i.e. pixel p = line p). With a 0-based label2idx the rule erases most foreground, as officially.
     """
 
     def __init__(self, manifest_dir, split: str, train: bool, image_size: int, num_classes: int):
         super().__init__(manifest_dir, split, train, image_size, required=("mask",))
         self.num_classes = int(num_classes)
         self.binary = self.num_classes <= 2
+        report = self.manifest_dir / "report.json"
+        details = json.loads(report.read_text()).get("details", {}) if report.is_file() else {}
+        self.label2idx_first = int(details.get("label2idx_first_index", 1))
 
     def target(self, row: dict, frame: np.ndarray) -> np.ndarray:
         raw = read_label_map(row["mask"])
@@ -242,9 +247,8 @@ class SegmentationDataset(_ManifestClips):
             raise MediaError(f"{row['mask']}: pixel value {raw.max()} >= num_classes {self.num_classes}")
         listed = split_labels(row.get("label", ""))
         if listed:
-            keep = np.zeros(self.num_classes, dtype=bool)
-            keep[0] = True
-            keep[[self.class_index[n] for n in listed if self.class_index[n] < self.num_classes]] = True
+            video_idx = {self.class_index[n] + self.label2idx_first for n in listed}  # label2idx indices
+            keep = np.array([p + 1 in video_idx for p in range(self.num_classes)])
             raw = np.where(keep[raw], raw, 0)
         return raw
 
