@@ -1,0 +1,218 @@
+# Shared by every rule: config layers + validation, variants, per-job configs and launch commands.
+# Everything here runs when the Snakefile is parsed, so a bad config fails before any job starts.
+import copy
+import re
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+import yaml
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+REPO = Path(workflow.basedir)
+CONFIG_DIR = REPO / "workflow" / "config"
+SCHEMAS = REPO / "workflow" / "schemas"
+DOWNSTREAM_TASKS = ["linprobe", "finetune", "separation", "segmentation", "localization", "efficiency"]
+ALL_TASKS = ["pretrain", *DOWNSTREAM_TASKS, "classical-separation"]
+
+validate(config, str(SCHEMAS / "config.schema.yaml"))
+SCALE = config["scale"]
+RESULTS = config["results"]
+RUNS = f"{RESULTS}/runs/{SCALE}"
+EXPERIMENTS = yaml.safe_load((CONFIG_DIR / "experiments.yaml").read_text())
+validate(EXPERIMENTS, str(SCHEMAS / "experiments.schema.yaml"))
+VARIANTS = EXPERIMENTS["variants"]
+
+
+def _fail(key, problem):
+    raise WorkflowError(f"config error at '{key}': {problem}")
+
+
+def deep_merge(base, override):
+    out = copy.deepcopy(base)
+    for key, value in (override or {}).items():
+        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def variants_of(*kinds):
+    return [name for name, spec in VARIANTS.items() if spec["kind"] in kinds]
+
+
+def wildcard_regex(names):
+    """`name` or `name@dataset` for the given variant names."""
+    return "(" + "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True)) + r")(@[a-z0-9_]+)?"
+
+
+def split_variant(variant):
+    name, _, dataset = variant.partition("@")
+    return name, dataset or None
+
+
+def dataset_of(task, variant):
+    """The dataset of a run folder: `<variant>@<dataset>`, else the task's first dataset."""
+    key = "classical-separation" if VARIANTS[split_variant(variant)[0]]["kind"] == "classical" else task
+    allowed = config["task_datasets"].get(key, [])
+    name, dataset = split_variant(variant)
+    if dataset is None:
+        if not allowed:
+            _fail(f"task_datasets.{key}", f"no dataset for task {key} at scale {SCALE}")
+        return allowed[0]
+    if dataset not in allowed:
+        _fail(f"task_datasets.{key}", f"run {task}/{variant}: dataset {dataset!r} is not one of {allowed}")
+    return dataset
+
+
+def manifest_dir(dataset):
+    return f"{config['data_dir']}/{SCALE}/{dataset}"
+
+
+def preset_name(template):
+    return template.replace("{size}", config["preset_size"])
+
+
+def fusion_layers_of_12(k, depth):
+    """k fusion layers of a 12-layer model -> the last max(1, round(k * depth / 12)) of `depth` (0-based)."""
+    if k == 0:
+        return "none"
+    n = min(depth, max(1, round(k * depth / 12)))
+    return "all" if n == depth else "-".join(str(i) for i in range(depth - n, depth))
+
+
+def model_section(name):
+    """The `model:` section of every job of variant `name` (presets resolved and validated here)."""
+    from avfusion.models.presets import model_config
+    import baselines.cavmae, baselines.late_fusion  # noqa: F401  (register their presets)
+
+    spec = VARIANTS[name]
+    section = copy.deepcopy(spec["model"])
+    section["preset"] = preset_name(section["preset"])
+    overrides = {k: v for k, v in section.items() if k != "preset"}
+    try:
+        full = model_config(section["preset"], overrides)
+    except (KeyError, ValueError) as err:
+        _fail(f"variants.{name}.model", str(err).strip("'\""))
+    if "fusion_layers_of_12" in spec:
+        layers = fusion_layers_of_12(spec["fusion_layers_of_12"], full["depth"])
+        section = deep_merge(section, {"fusion": {"layers": layers}})
+    return section
+
+
+def sop_section(name):
+    from avfusion.models.presets import model_config
+    import baselines.sound_of_pixels  # noqa: F401
+
+    try:
+        full = model_config(preset_name(VARIANTS[name]["sop_preset"]))
+    except (KeyError, ValueError) as err:
+        _fail(f"variants.{name}.sop_preset", str(err))
+    return {k: v for k, v in full.items() if k != "family"}
+
+
+def needs_unimodal_runs(name):
+    spec = VARIANTS[name]
+    return spec["kind"] == "avmae" and spec.get("unimodal_init", True) and not config["unimodal_init"]["image"]
+
+
+def run_dir(task, variant):
+    return f"{RUNS}/{task}/{variant}"
+
+
+def job_config(task, variant):
+    """The full config file of one job (what `avfusion <task> --config` reads)."""
+    name, _ = split_variant(variant)
+    spec = VARIANTS[name]
+    kind = spec["kind"]
+    section = "classical-separation" if kind == "classical" else task
+    cfg = deep_merge(config["tasks"].get(section, {}), {"seed": config["seed"], "scale": SCALE})
+    if task != "efficiency":
+        cfg = deep_merge(cfg, {"data": {"manifest": manifest_dir(dataset_of(task, variant))}})
+    if kind in ("avmae", "unimodal"):
+        cfg["model"] = model_section(name)
+    if kind == "supervised":
+        cfg["sop"] = sop_section(name)
+    if task == "pretrain" and kind == "avmae":
+        if spec.get("unimodal_init", True):
+            init = config["unimodal_init"]
+            if init["image"]:
+                cfg["init"] = {"image": init["image"], "audio": init["audio"]}
+            else:
+                cfg["init"] = {"image": run_dir("pretrain", "mae_image"), "audio": run_dir("pretrain", "mae_audio")}
+    elif kind in ("avmae", "unimodal") and task not in ("pretrain", "efficiency"):
+        cfg["init"] = {"checkpoint": run_dir("pretrain", name)}
+    return deep_merge(cfg, spec.get(section, {}))
+
+
+def job_resources(task):
+    res = deep_merge(config["resources"]["default"], config["resources"].get(task, {}))
+    res.setdefault("partition", config.get("slurm_partition", ""))
+    res.setdefault("account", config.get("slurm_account", ""))
+    return res
+
+
+def job_threads(task):
+    """Snakemake cores a job holds: its CPUs when it runs here, 1 when it waits on SLURM."""
+    return 1 if config["executor"] == "slurm" else job_resources(task)["cpus"]
+
+
+def launch_command(task, variant, config_file):
+    res = job_resources(task)
+    args = ["python", "-m", "avfusion.launch", "--executor", config["executor"], "--task", task,
+            "--config", config_file, "--out", run_dir(task, variant),
+            "--job-name", f"avf-{SCALE}-{task}-{variant}"]
+    for key, value in res.items():
+        args += ["--" + key.replace("_", "-"), str(value)]
+    return " ".join(shlex.quote(a) for a in args)
+
+
+def write_job_config(path, cfg):
+    from avfusion.io import atomic_write_text
+
+    header = "# written by the Snakefile (workflow/rules/common.smk: job_config); edit the config files instead\n"
+    atomic_write_text(path, header + yaml.safe_dump(cfg, sort_keys=False))
+
+
+def run_job(task, variant, cfg, log):
+    config_file = f"{run_dir(task, variant)}/job_config.yaml"
+    write_job_config(config_file, cfg)
+    shell(f"{launch_command(task, variant, config_file)} >> {shlex.quote(str(log))} 2>&1")
+
+
+# ----------------------------------------------------------------------------- checks before any job
+for _name, _spec in VARIANTS.items():
+    if _spec["kind"] == "alias":
+        target = VARIANTS.get(_spec["alias_of"])
+        if target is None or target["kind"] == "alias":
+            _fail(f"variants.{_name}.alias_of", f"{_spec['alias_of']!r} is not a (non-alias) variant")
+    if _spec["kind"] in ("avmae", "unimodal"):
+        model_section(_name)
+    if _spec["kind"] == "supervised":
+        sop_section(_name)
+    for _task in ALL_TASKS:
+        if _task in _spec and _task not in config["tasks"]:
+            _fail(f"variants.{_name}.{_task}", f"no task {_task!r} in the config's tasks")
+for _task, _names in config["task_datasets"].items():
+    for _dataset in _names:
+        if _dataset not in config["datasets"]:
+            _fail(f"task_datasets.{_task}", f"dataset {_dataset!r} is not in datasets ({sorted(config['datasets'])})")
+for _dataset, _spec in config["datasets"].items():
+    if _spec["source"] == "tuxav" and SCALE not in ("smoke", "tiny"):
+        _fail(f"datasets.{_dataset}.source", f"tuxav exists at scales smoke and tiny, not {SCALE}")
+    if _spec["source"] == "prepare" and "name" not in _spec:
+        _fail(f"datasets.{_dataset}.name", "missing: the `avfusion data prepare` dataset key")
+if bool(config["unimodal_init"]["image"]) != bool(config["unimodal_init"]["audio"]):
+    _fail("unimodal_init", "give both image and audio weight files, or neither")
+if config["executor"] == "slurm":
+    if shutil.which("sbatch") is None or shutil.which("sinfo") is None:
+        _fail("executor", "slurm: sbatch/sinfo are not on PATH")
+    _sinfo = subprocess.run(["sinfo", "-h", "-o", "%R"], capture_output=True, text=True, timeout=60)
+    if _sinfo.returncode != 0:
+        _fail("executor", f"slurm: sinfo failed, is the cluster up and SLURM_CONF set? {_sinfo.stderr.strip()}")
+    _partitions = set(_sinfo.stdout.split())
+    for _task in ALL_TASKS:
+        _p = job_resources(_task)["partition"]
+        if _p and _p not in _partitions:
+            _key = f"resources.{_task}.partition" if config["resources"].get(_task, {}).get("partition") else "slurm_partition"
+            _fail(_key, f"SLURM partition {_p!r} does not exist; the cluster has {sorted(_partitions)}")
