@@ -111,9 +111,10 @@ def _train_geometry(xs: list[tuple[torch.Tensor, bool]], size: int, generator) -
     return out
 
 
-def eval_image(frame: np.ndarray, size: int) -> torch.Tensor:
-    """Resize(int(size / 0.875)) + CenterCrop(size) + Normalize -> `(3, size, size)`."""
-    image = _eval_geometry(to_tensor(frame), size, int(size / EVAL_CROP_FRACTION), nearest=False)
+def eval_image(frame: np.ndarray, size: int, short: int | None = None) -> torch.Tensor:
+    """Resize(short, default int(size / 0.875)) + CenterCrop(size) + Normalize -> `(3, size, size)`."""
+    short = int(size / EVAL_CROP_FRACTION) if short is None else short
+    image = _eval_geometry(to_tensor(frame), size, short, nearest=False)
     return normalize(image)
 
 

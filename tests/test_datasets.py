@@ -145,8 +145,18 @@ def test_boxes_give_consensus_maps():
     assert single.sum() == 16 + 16 - 4 and set(np.unique(single)) == {0.0, 1.0}
     two = boxes_to_map([[[0, 0, 4, 4]], [[2, 0, 6, 4]]], 8, 8)  # two annotators: sum / 2
     assert two[0, 0] == 0.5 and two[0, 3] == 1.0 and two[0, 5] == 0.5 and two[5, 5] == 0.0
-    three = boxes_to_map([[[0, 0, 2, 2]]] * 3, 4, 4)
-    assert three.max() == 1.0  # clipped
+    assert boxes_to_map([[[0, 0, 2, 2]]] * 3, 4, 4).max() == 1.0  # clipped
+    lone = boxes_to_map([[[0, 0, 2, 2]]], 4, 4, rule="consensus")  # Flickr: a lone box is 0.5
+    assert lone.max() == 0.5 and lone.sum() == 2.0
+    union = boxes_to_map([[[0, 0, 4, 4]], [[2, 0, 6, 4]]], 8, 8, rule="union")
+    assert union.max() == 1.0 and union.sum() == 24
+    # official Flickr scaling: int(v * 224 / 256), flooring each coordinate
+    scaled = boxes_to_map([[[10, 0, 255, 129]]], 224, 224, scale=(224 / 256, 224 / 256))
+    rows, cols = np.nonzero(scaled)
+    assert (cols.min(), cols.max() + 1, rows.max() + 1) == (int(10 * 224 / 256), int(255 * 224 / 256),
+                                                             int(129 * 224 / 256))
+    with pytest.raises(ValueError, match="box rule 'max'"):
+        boxes_to_map([], 2, 2, rule="max")
 
 
 def test_localization_keeps_half_values_as_float(smoke, tmp_path):
@@ -158,6 +168,12 @@ def test_localization_keeps_half_values_as_float(smoke, tmp_path):
     assert gt.dtype == torch.float32
     assert set(gt.unique().tolist()) == {0.0, 0.5, 1.0}
     assert gt[:24].eq(1.0).all() and gt[24:48].eq(0.5).all() and gt[48:].eq(0.0).all()
+    # the manifest can ask for the Flickr rule: a lone box is then 0.5
+    rows[0]["boxes"] = json.dumps([[[0, 0, 96, 48]]])
+    write_manifest(tmp_path, rows, classes=read_classes(smoke))
+    (tmp_path / "report.json").write_text(json.dumps({"details": {"box_rule": "consensus"}}))
+    assert set(LocalizationDataset(tmp_path, "val", False, 96)[0]["gt_map"].unique().tolist()) == {0.0, 0.5}
+    assert set(LocalizationDataset(tmp_path, "val", False, 96, box_rule="union")[0]["gt_map"].unique().tolist()) == {0.0, 1.0}
 
 
 def test_unreadable_clip_raises_naming_the_file(smoke, tmp_path):

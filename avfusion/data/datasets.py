@@ -265,31 +265,52 @@ class SegmentationDataset(_ManifestClips):
                 "index": torch.tensor(index)}
 
 
-def boxes_to_map(boxes: list, height: int, width: int) -> np.ndarray:
-    """Consensus map `(H, W)` float: one annotator -> union of its boxes (1); several -> sum/2 clipped.
+BOX_RULES = ("auto", "consensus", "union")
 
-    `boxes` = list over annotators of lists of [x1, y1, x2, y2] pixel boxes (manifest `boxes`).
-    Flickr-SoundNet: 1 where >= 2 annotators agree, 0.5 where one does (spec 4.4; kept float, item 40).
+
+def boxes_to_map(boxes: list, height: int, width: int, rule: str = "auto",
+                 scale: tuple[float, float] = (1.0, 1.0)) -> np.ndarray:
+    """Ground-truth map `(H, W)` float from the manifest's `boxes` (list over annotators of [x1, y1, x2, y2]).
+
+    consensus: sum of the annotators' maps / 2, clipped to 1 (Flickr-SoundNet, spec 4.4: 1 where two
+    agree, 0.5 where one does; a lone box gives 0.5); union: every box 1 (VGG-SS, one annotator);
+    auto: consensus with >= 2 annotators, else union. Coordinates are multiplied by `scale` (x, y)
+    and floored, as the official int(v * 224 / 256). Values stay float (item 40).
     """
+    if rule not in BOX_RULES:
+        raise ValueError(f"box rule {rule!r}: choose from {BOX_RULES}")
+    if rule == "auto":
+        rule = "consensus" if len(boxes) >= 2 else "union"
     maps = []
     for annotator in boxes:
         m = np.zeros((height, width), dtype=np.float32)
-        for box in annotator:
-            x1, y1, x2, y2 = (int(v) for v in box)
+        for x1, y1, x2, y2 in annotator:
+            x1, x2 = int(x1 * scale[0]), int(x2 * scale[0])
+            y1, y2 = int(y1 * scale[1]), int(y2 * scale[1])
             m[max(y1, 0):max(y2, 0), max(x1, 0):max(x2, 0)] = 1.0
         maps.append(m)
     if not maps:
         return np.zeros((height, width), dtype=np.float32)
-    if len(maps) == 1:
-        return maps[0]
+    if rule == "union":
+        return np.max(maps, axis=0)
     return np.clip(np.sum(maps, axis=0) / 2.0, 0.0, 1.0)
 
 
 class LocalizationDataset(_ManifestClips):
-    """Sound source localization: `image`, `audio`, `gt_map (S,S)` float in {0, 0.5, 1}, `index`."""
+    """Sound source localization: `image`, `audio`, `gt_map (S,S)` float in {0, 0.5, 1}, `index`.
 
-    def __init__(self, manifest_dir, split: str, train: bool, image_size: int):
+    `box_rule` (see boxes_to_map): given, or report.json details.box_rule of the manifest, or 'auto'.
+    Eval builds the map on the resized frame's grid (int(v * scale), as the official parser) and
+    centre-crops it like the image; train maps follow the image's random crop with NEAREST.
+    """
+
+    def __init__(self, manifest_dir, split: str, train: bool, image_size: int, box_rule: str | None = None):
         super().__init__(manifest_dir, split, train, image_size, required=("boxes",))
+        report = self.manifest_dir / "report.json"
+        details = json.loads(report.read_text()).get("details", {}) if report.is_file() else {}
+        self.box_rule = box_rule or details.get("box_rule", "auto")
+        if self.box_rule not in BOX_RULES:
+            raise ValueError(f"{self.manifest_dir}: box rule {self.box_rule!r}; choose from {BOX_RULES}")
         self.boxes = []
         for row in self.rows:
             try:
@@ -305,9 +326,14 @@ class LocalizationDataset(_ManifestClips):
         row = self.rows[index]
         spec, t0, t1, centre = self.audio_item(row, gain=True)
         frame = self.frame(row, t0, t1, centre)
-        gt = boxes_to_map(self.boxes[index], *frame.shape[:2])
+        height, width = frame.shape[:2]
         if self.train:
+            gt = boxes_to_map(self.boxes[index], height, width, self.box_rule)
             image, gt_map = transforms.train_image_mask(frame, gt, self.image_size)
         else:
-            image, gt_map = transforms.eval_image_mask(frame, gt, self.image_size)
+            image = transforms.eval_image(frame, self.image_size, short=self.image_size)  # as eval_image_mask
+            h, w = transforms.short_side_size(height, width, self.image_size)  # the Resize(S) grid
+            gt = boxes_to_map(self.boxes[index], h, w, self.box_rule, scale=(w / width, h / height))
+            top, left = transforms.center_crop_box(h, w, self.image_size)
+            gt_map = torch.from_numpy(gt[top:top + self.image_size, left:left + self.image_size].copy())
         return {"image": image, "audio": spec, "gt_map": gt_map.float(), "index": torch.tensor(index)}
