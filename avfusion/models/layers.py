@@ -4,6 +4,7 @@ table and MAE's weight init. Spec: shared/spec/official-spec.md sections 2.1 and
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -18,14 +19,18 @@ def pair(value) -> tuple[int, int]:
     return int(value), int(value)
 
 
-def sincos_pos_table_1d(dim: int, positions: torch.Tensor) -> torch.Tensor:
-    """MAE's 1-D table: [sin(p*w_k), cos(p*w_k)], w_k = 10000^(-k/(dim/2)). (M,) -> (M, dim)."""
+def sincos_pos_table_1d(dim: int, positions: np.ndarray) -> np.ndarray:
+    """MAE's 1-D table [sin(p*w_k), cos(p*w_k)], w_k = 10000^(-k/(dim/2)): (M,) -> (M, dim).
+
+    Computed in float32 numpy exactly as MAE's `util/pos_embed.py`, so the tables equal the
+    `pos_embed` stored in MAE and DeepAVFusion checkpoints bit for bit."""
     if dim % 2:
         raise ValueError(f"sin-cos table: dim must be even, got {dim}")
-    omega = torch.arange(dim // 2, dtype=torch.float64) / (dim / 2.0)
-    omega = 1.0 / 10000 ** omega                                   # (dim/2,)
-    out = positions.reshape(-1).to(torch.float64)[:, None] * omega[None, :]  # (M, dim/2)
-    return torch.cat([torch.sin(out), torch.cos(out)], dim=1)      # (M, dim)
+    omega = np.arange(dim // 2, dtype=np.float32)
+    omega /= dim / 2.0
+    omega = 1.0 / 10000 ** omega                                       # (dim/2,)
+    out = np.einsum("m,d->md", positions.reshape(-1).astype(np.float32), omega)  # (M, dim/2)
+    return np.concatenate([np.sin(out), np.cos(out)], axis=1)          # (M, dim)
 
 
 def sincos_pos_table_2d(dim: int, grid_size) -> torch.Tensor:
@@ -37,10 +42,10 @@ def sincos_pos_table_2d(dim: int, grid_size) -> torch.Tensor:
     if dim % 4:
         raise ValueError(f"2-D sin-cos table: dim must be divisible by 4, got {dim}")
     rows, cols = pair(grid_size)
-    row_idx, col_idx = torch.meshgrid(torch.arange(rows), torch.arange(cols), indexing="ij")  # (rows, cols)
+    col_idx, row_idx = np.meshgrid(np.arange(cols, dtype=np.float32), np.arange(rows, dtype=np.float32))  # (rows, cols)
     emb_col = sincos_pos_table_1d(dim // 2, col_idx)               # (rows*cols, dim/2)
     emb_row = sincos_pos_table_1d(dim // 2, row_idx)               # (rows*cols, dim/2)
-    return torch.cat([emb_col, emb_row], dim=1).float()            # (rows*cols, dim)
+    return torch.from_numpy(np.concatenate([emb_col, emb_row], axis=1)).float()  # (rows*cols, dim)
 
 
 def init_weights_mae(module: nn.Module) -> None:
