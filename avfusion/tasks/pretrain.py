@@ -1,0 +1,188 @@
+"""AV-MAE pretraining (or image-/audio-only MAE) with the kNN probe curve (spec 3, Figure 3).
+
+    avfusion pretrain --config workflow/config/scales/smoke.yaml --set optim.epochs=2 --out runs/pretrain/x
+
+- model: `{preset: NAME, ...overrides}` -> `avfusion.models.registry.build_pretrain_model`; any encoder
+  variant, the unimodal MAE presets, and the baselines' pretraining models.
+- init: `{image: PATH, audio: PATH}` loads unimodal weights into the encoder's branches (spec 2.1):
+  a MAE / AudioMAE file, or one of our own UnimodalMAE run folders (its checkpoint_latest.pth).
+- recipe `code` (default): AdamW (0.9, 0.95), blr 1.5e-4, wd 0.05, warmup + cosine, unimodal lr ramp
+  (spec 3.2); recipe `paper`: Adam, no ramp (spec 8 items 12, 17). Scale files set epochs and sizes.
+- kNN probe (spec 3.3) on `knn.split` after epoch 0, every `knn.every` epochs and the last one
+  (and once before training with `knn.at_start`), rows in `knn.csv`:
+  epoch,step,acc_audio,acc_image,acc_fusion,acc_all (epoch -1 = before training).
+- metrics.json: loss, loss_image, loss_audio (last epoch mean), knn_acc_* (last probe).
+"""
+from __future__ import annotations
+
+import csv
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from .. import distributed as dist_utils
+from ..engine import OptimConfig, resolve_device, seed_everything, train
+from ..progress import CSVLog
+from .common import add_job_arguments, job_main
+
+KNN_COLUMNS = ["epoch", "step", "acc_audio", "acc_image", "acc_fusion", "acc_all"]
+KNN_COLUMNS_MULTILABEL = ["epoch", "step", *(f"{k}_{m}" for k in ("map", "auc")
+                                                for m in ("audio", "image", "fusion", "all"))]
+
+RECIPES = {
+    # official configs/deepavfusion.yaml + train.py (spec 3.2)
+    "code": {"optim": {"optimizer": "adamw", "blr": 1.5e-4, "betas": [0.9, 0.95], "weight_decay": 0.05,
+                       "unimodal_lr_ramp": True}},
+    # paper text: "Adam", no mention of the unimodal ramp (spec 8 items 12, 17)
+    "paper": {"optim": {"optimizer": "adam", "blr": 1.5e-4, "betas": [0.9, 0.95], "weight_decay": 0.05,
+                        "unimodal_lr_ramp": False}},
+}
+
+
+@dataclass
+class DataConfig:
+    manifest: str = ""            # folder with manifest.csv + classes.txt
+    split: str = "train"
+    image_size: int = 224
+    workers: int = 0
+
+
+@dataclass
+class KnnConfig:
+    enabled: bool = True
+    manifest: str = ""            # '' = data.manifest
+    split: str = "test"
+    every: int = 10               # also after epoch 0 and the last epoch (official eval_freq)
+    at_start: bool = False        # probe the initial model too (Figure 3's step 0)
+    batch_size: int = 32
+    multilabel: bool = False
+
+
+@dataclass
+class InitConfig:
+    image: str = ""               # unimodal checkpoint for encoder.image ('' = keep the init)
+    audio: str = ""
+
+
+@dataclass
+class Config:
+    recipe: str = "code"
+    seed: int = 0
+    scale: str = "smoke"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    model: dict[str, Any] = field(default_factory=dict)   # {preset: NAME, ...overrides}
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(unimodal_lr_ramp=True))
+    init: InitConfig = field(default_factory=InitConfig)
+    knn: KnnConfig = field(default_factory=KnnConfig)
+
+    def validate(self) -> None:
+        validate_model_section(self.model)
+
+
+def validate_model_section(model: dict) -> None:
+    """Resolve `model:` at config time so a bad preset, key or type fails first, naming `model.<key>`."""
+    from ..config import ConfigError
+    from ..models.registry import resolve
+
+    if not model:
+        raise ConfigError("config key 'model': empty; set model.preset (e.g. deepavfusion-tiny) or a full model dict")
+    resolve(dict(model))
+
+
+def resolve_checkpoint_file(path: str | Path) -> Path:
+    """A run folder (-> checkpoints/checkpoint_latest.pth) or a checkpoint file; errors name the path."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "checkpoints" / "checkpoint_latest.pth"
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    return path
+
+
+def load_unimodal_init(model: torch.nn.Module, init: InitConfig) -> None:
+    """init.image / init.audio -> encoder.image / encoder.audio (MAE loading rule, spec 2.1)."""
+    from ..models.encoder import load_branch_checkpoint
+
+    for modality in ("image", "audio"):
+        path = getattr(init, modality)
+        if not path:
+            continue
+        branch = getattr(model.encoder, modality, None)
+        if branch is None:
+            raise ValueError(f"config key 'init.{modality}': the model's encoder has no {modality} branch")
+        load_branch_checkpoint(branch, str(resolve_checkpoint_file(path)), modality)
+        print(f"init.{modality}: loaded {path}")
+
+
+def _knn_epochs(cfg: Config):
+    last = cfg.optim.epochs - 1
+    return lambda epoch: epoch == 0 or epoch == last or epoch % cfg.knn.every == 0
+
+
+def run(cfg: Config, out_dir: Path) -> dict:
+    from ..data.datasets import AVClipDataset
+    from ..models.registry import build_pretrain_model
+    from ..provenance import write_metrics
+    from .knn_probe import knn_probe
+
+    t0 = time.perf_counter()
+    out_dir = Path(out_dir)
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    model = build_pretrain_model(dict(cfg.model))          # bad model keys fail here, before any data
+    load_unimodal_init(model, cfg.init)
+    train_set = AVClipDataset(cfg.data.manifest, cfg.data.split, train=True, image_size=cfg.data.image_size)
+    knn_set = None
+    if cfg.knn.enabled:
+        knn_set = AVClipDataset(cfg.knn.manifest or cfg.data.manifest, cfg.knn.split, train=False,
+                                image_size=cfg.data.image_size, multilabel=cfg.knn.multilabel)
+    knn_path = out_dir / "knn.csv"
+    columns = KNN_COLUMNS_MULTILABEL if cfg.knn.multilabel else KNN_COLUMNS
+
+    def loss_fn(net, batch):
+        out = net(batch["image"], batch["audio"])
+        return out["loss"], {k: v for k, v in out.items() if k.startswith("loss_") and v.ndim == 0}
+
+    def eval_fn(net, epoch, step):
+        stats = knn_probe(net.encoder, knn_set, cfg.knn.batch_size, device, cfg.data.workers)
+        if dist_utils.is_main_process():
+            log = CSVLog(knn_path, columns)
+            log.write(epoch=epoch, step=step, **{c: f"{stats[c]:.4f}" if c in stats else "" for c in columns[2:]})
+            log.close()
+            print(f"knn probe epoch {epoch} step {step}: " + " ".join(f"{k}={v:.2f}" for k, v in stats.items()))
+        return stats
+
+    result = train(model, loss_fn, train_set, cfg.optim, out_dir, seed=cfg.seed, device=str(device),
+                   workers=cfg.data.workers, job_config=cfg, desc="pretrain",
+                   eval_fn=eval_fn if cfg.knn.enabled else None, eval_epochs=_knn_epochs(cfg),
+                   eval_at_start=cfg.knn.at_start, extra_logs=[(knn_path, "epoch")])
+    metrics = {k: v for k, v in result.history[-1].items() if k == "loss" or k.startswith("loss_")}
+    if cfg.knn.enabled:
+        rows = _read_rows(knn_path)
+        if rows:
+            metrics.update({f"knn_{c}": float(rows[-1][c]) for c in columns[2:] if rows[-1][c] != ""})
+    metrics.update(epochs=result.epochs_done, steps=result.steps)
+    if dist_utils.is_main_process():
+        write_metrics(out_dir, metrics, cfg=cfg, scale=cfg.scale, seed=cfg.seed,
+                      manifest=Path(cfg.data.manifest) / "manifest.csv", wall_s=time.perf_counter() - t0,
+                      stopped_early=result.stopped_early)
+    return metrics
+
+
+def _read_rows(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def add_arguments(parser):
+    add_job_arguments(parser)
+
+
+def main(args):
+    return job_main(args, Config, run, RECIPES)

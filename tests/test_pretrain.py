@@ -1,0 +1,119 @@
+"""AV-MAE pretraining job on the smoke benchmark, the kNN probe, unimodal init, and config errors."""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from sklearn import metrics as skm
+
+from avfusion.config import ConfigError
+from avfusion.tasks import pretrain
+from avfusion.tasks.common import load_job_config
+from avfusion.tasks.knn_probe import knn_loo
+
+
+def _rows(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.fixture(scope="module")
+def smoke_manifest(tmp_path_factory):
+    from avfusion.data.tuxav import make_tuxav
+
+    out = tmp_path_factory.mktemp("tuxav_smoke")
+    make_tuxav(out, "smoke", 0)
+    return out
+
+
+def _config(manifest, *overrides):
+    base = [f"data.manifest={manifest}", "data.image_size=64", "device=cpu", "scale=smoke",
+            "model.preset=deepavfusion-smoke", "optim.batch_size=6", "optim.lr=0.002", "optim.warmup_epochs=1",
+            "knn.split=train", "knn.batch_size=12"]
+    return load_job_config(pretrain.Config, [], base + list(overrides), pretrain.RECIPES)
+
+
+def test_knn_loo_matches_brute_force_leave_one_out():
+    g = torch.Generator().manual_seed(0)
+    feats = {m: torch.nn.functional.normalize(torch.randn(40, 5, generator=g), dim=1) for m in ("audio", "image", "fusion")}
+    labels = torch.randint(0, 4, (40,), generator=g)
+    got = knn_loo(feats, labels, chunk=7)
+    for name, sim in [*((m, feats[m] @ feats[m].T) for m in feats),
+                      ("all", sum(feats[m] @ feats[m].T for m in feats))]:
+        sim = sim.numpy().copy()
+        np.fill_diagonal(sim, -np.inf)
+        expected = 100 * np.mean(labels.numpy()[sim.argmax(1)] == labels.numpy())
+        assert got[f"acc_{name}"] == pytest.approx(expected)
+
+
+def test_knn_loo_multilabel_scores_neighbour_labels_by_similarity():
+    g = torch.Generator().manual_seed(1)
+    feats = {"audio": torch.nn.functional.normalize(torch.randn(30, 4, generator=g), dim=1)}
+    labels = (torch.rand(30, 3, generator=g) < 0.4).float()
+    labels[0] = torch.tensor([1.0, 1.0, 1.0])
+    got = knn_loo(feats, labels)
+    sim = (feats["audio"] @ feats["audio"].T).numpy()
+    np.fill_diagonal(sim, -np.inf)
+    nn_idx = sim.argmax(1)
+    scores = labels.numpy()[nn_idx] * sim[np.arange(30), nn_idx][:, None]
+    assert got["map_audio"] == pytest.approx(100 * skm.average_precision_score(labels.numpy(), scores, average="macro"))
+    assert got["auc_audio"] == pytest.approx(100 * skm.roc_auc_score(labels.numpy(), scores, average="macro"))
+    assert "map_image" not in got and "map_all" in got
+
+
+def test_smoke_pretraining_loss_falls_and_knn_curve_is_written(smoke_manifest, tmp_path):
+    torch.set_num_threads(1)
+    cfg = _config(smoke_manifest, "optim.epochs=4", "knn.every=2", "knn.at_start=true")
+    metrics = pretrain.run(cfg, tmp_path)
+    steps = _rows(tmp_path / "log.csv")
+    assert [int(r["step"]) for r in steps] == list(range(1, 25))   # 36 clips / 6 = 6 steps x 4 epochs
+    first, last = np.mean([float(r["loss"]) for r in steps[:6]]), np.mean([float(r["loss"]) for r in steps[-6:]])
+    print(f"smoke pretraining loss: first epoch {first:.3f} -> last epoch {last:.3f}")
+    assert last < first - 0.2
+    knn = _rows(tmp_path / "knn.csv")
+    assert list(knn[0]) == ["epoch", "step", "acc_audio", "acc_image", "acc_fusion", "acc_all"]
+    assert [(r["epoch"], r["step"]) for r in knn] == [("-1", "0"), ("0", "6"), ("2", "18"), ("3", "24")]
+    assert all(0.0 <= float(r[c]) <= 100.0 for r in knn for c in list(r)[2:])
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["metrics"] == metrics
+    assert metrics["loss"] == pytest.approx(float(_rows(tmp_path / "epochs.csv")[-1]["loss"]))
+    assert metrics["knn_acc_fusion"] == pytest.approx(float(knn[-1]["acc_fusion"]), abs=1e-4)
+    assert {"loss_image", "loss_audio", "knn_acc_audio", "knn_acc_image", "knn_acc_all"} <= set(metrics)
+    assert saved["provenance"]["scale"] == "smoke" and saved["provenance"]["manifest_hash"]
+    ckpt = torch.load(tmp_path / "checkpoints" / "checkpoint_latest.pth", weights_only=False)
+    assert any(k.startswith("encoder.fusion_blocks.") for k in ckpt["state_dict"])
+    assert any(k.startswith("image_decoder_") for k in ckpt["state_dict"])
+
+
+def test_unimodal_mae_run_initialises_the_audio_visual_branch(smoke_manifest, tmp_path):
+    torch.set_num_threads(1)
+    image_run = tmp_path / "mae_image"
+    cfg = _config(smoke_manifest, "model.preset=mae-image-smoke", "optim.epochs=1", "knn.every=1")
+    metrics = pretrain.run(cfg, image_run)
+    assert "knn_acc_image" in metrics and "knn_acc_audio" not in metrics and "loss_image" in metrics
+    assert _rows(image_run / "knn.csv")[-1]["acc_audio"] == ""
+    mae = torch.load(image_run / "checkpoints" / "checkpoint_latest.pth", weights_only=False)["state_dict"]
+
+    from avfusion.models.registry import build_pretrain_model
+    model = build_pretrain_model({"preset": "deepavfusion-smoke"})
+    pretrain.load_unimodal_init(model, pretrain.InitConfig(image=str(image_run)))
+    for key, value in model.encoder.image.state_dict().items():
+        if key != "pos_embed":
+            torch.testing.assert_close(value, mae[f"encoder.image.{key}"])
+
+
+@pytest.mark.parametrize("override,key", [
+    ("optim.lr=fast", "optim.lr"), ("optim.epoch=3", "optim.epoch"), ("knn.every=often", "knn.every"),
+    ("recipe=mine", "recipe"), ("model.fusion.arch=sparse", "model.fusion.arch"),
+    ("model.depthh=3", "model.depthh"), ("model.preset=nonesuch", "model.preset")])
+def test_bad_config_fails_before_training_naming_the_key(smoke_manifest, tmp_path, override, key):
+    args = argparse.Namespace(config=[], overrides=[f"data.manifest={smoke_manifest}", "device=cpu",
+                                                           "model.preset=deepavfusion-smoke", override],
+                              out=tmp_path / "run")
+    with pytest.raises((SystemExit, ConfigError), match=key.replace(".", r"\.")):
+        pretrain.main(args)
+    assert not (tmp_path / "run" / "log.csv").exists()
