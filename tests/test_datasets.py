@@ -218,3 +218,58 @@ def test_silent_sources_are_flagged_for_the_separation_skip(smoke, tmp_path):
     item = ds[0]
     assert item["silent"].tolist() == [True, False]
     assert audio.is_silent(item["source_waves"][0])
+
+
+# ----------------------------------------------------------------------------- image transforms
+
+from avfusion import transforms  # noqa: E402
+
+
+def test_eval_transform_is_resize_centre_crop_normalize():
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (128, 128, 3), dtype=np.uint8)  # short side = int(112 / 0.875): no resize
+    out = transforms.eval_image(frame, 112)
+    crop = torch.from_numpy(frame[8:120, 8:120]).permute(2, 0, 1).float() / 255
+    mean, std = torch.tensor(transforms.IMAGENET_MEAN)[:, None, None], torch.tensor(transforms.IMAGENET_STD)[:, None, None]
+    assert out.shape == (3, 112, 112) and torch.allclose(out, (crop - mean) / std, atol=1e-6)
+    wide = transforms.eval_image(rng.integers(0, 256, (200, 400, 3), dtype=np.uint8), 64)
+    assert wide.shape == (3, 64, 64)
+
+
+def test_random_resized_crop_respects_scale_and_ratio():
+    gen = torch.Generator().manual_seed(0)
+    boxes = [transforms.random_resized_crop_box(120, 160, gen) for _ in range(300)]
+    areas = [h * w / (120 * 160) for _, _, h, w in boxes]
+    ratios = [w / h for _, _, h, w in boxes]
+    assert 0.47 < min(areas) and max(areas) <= 1.0 and max(areas) - min(areas) > 0.3
+    assert 0.7 < min(ratios) and max(ratios) < 1.4
+    assert all(0 <= i <= 120 - h and 0 <= j <= 160 - w for i, j, h, w in boxes)
+    again = [transforms.random_resized_crop_box(120, 160, torch.Generator().manual_seed(0)) for _ in range(1)]
+    assert again[0] == boxes[0]  # seeded generator -> same crop
+
+
+def test_joint_transform_keeps_image_and_mask_aligned():
+    frame = np.zeros((96, 96, 3), dtype=np.uint8)
+    frame[:, 48:, 0] = 255  # right half red
+    mask = np.zeros((96, 96), dtype=np.int64)
+    mask[:, 48:] = 3  # the same right half as class 3
+    flips = set()
+    for seed in range(8):
+        image, out = transforms.train_image_mask(frame, mask, 32, torch.Generator().manual_seed(seed))
+        assert out.dtype == torch.int64 and set(out.unique().tolist()) <= {0, 3}
+        red = image[0] * transforms.IMAGENET_STD[0] + transforms.IMAGENET_MEAN[0]  # back to [0, 1]
+        agree = ((red > 0.5) == (out == 3)).float().mean()
+        assert agree > 0.95, (seed, agree)
+        flips.add(bool(out[:, 0].eq(3).all()))  # red on the left -> flipped
+    assert flips == {True, False}
+
+
+def test_empty_span_is_probed_from_the_file(smoke, tmp_path):
+    rows = read_manifest(smoke / "manifest.csv", "val")
+    for r in rows:
+        r["start"], r["end"] = "", ""
+    write_manifest(tmp_path, rows, classes=read_classes(smoke))
+    probed = AVClipDataset(tmp_path, "val", False, S)
+    given = AVClipDataset(smoke, "val", False, S)
+    assert torch.equal(probed[0]["audio"], given[0]["audio"])
+    assert abs(float(probed.rows[0]["end"]) - 3.0) < 0.07

@@ -66,10 +66,11 @@ class _ManifestClips(Dataset):
 
     # -- timing -----------------------------------------------------------------------------
     def span(self, row: dict) -> tuple[float, float]:
-        source = row.get("audio") or row["video"]
+        """[start, end] of the usable audio; an empty `end` is probed once and remembered."""
         start = float(row["start"]) if row.get("start") not in (None, "") else 0.0
-        end = float(row["end"]) if row.get("end") not in (None, "") else start + duration(source)
-        return start, end
+        if row.get("end") in (None, ""):
+            row["end"] = str(start + duration(row.get("audio") or row["video"]))
+        return start, float(row["end"])
 
     def window(self, row: dict) -> tuple[float, float, float]:
         """(t0, t1, centre) of the 3 s audio window, in the file's seconds."""
