@@ -114,7 +114,11 @@ def load_unimodal_init(model: torch.nn.Module, init: InitConfig) -> None:
         branch = getattr(model.encoder, modality, None)
         if branch is None:
             raise ValueError(f"config key 'init.{modality}': the model's encoder has no {modality} branch")
-        load_branch_checkpoint(branch, str(resolve_checkpoint_file(path)), modality)
+        custom = getattr(model.encoder, "load_unimodal", None)  # encoders whose branch is not one plain ViT (CAV-MAE)
+        if custom is not None:
+            custom(str(resolve_checkpoint_file(path)), modality)
+        else:
+            load_branch_checkpoint(branch, str(resolve_checkpoint_file(path)), modality)
         print(f"init.{modality}: loaded {path}")
 
 
