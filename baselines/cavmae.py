@@ -94,6 +94,10 @@ class CAVMAEEncoder(nn.Module):
             if path:
                 load_unimodal_init(self, path, name)
 
+    def load_unimodal(self, path, modality: str) -> None:
+        """Unimodal init hook of the pretrain job (docs/interfaces.md): see `load_unimodal_init`."""
+        load_unimodal_init(self, path, modality)
+
     @property
     def joint_blocks(self) -> list[JointBlock]:
         return list(self.fusion_blocks)[self.depth - self.joint_depth:]
