@@ -1,0 +1,204 @@
+"""Efficiency task (Table 5 speed/memory), the CPU peak-memory method, dense fast == naive through
+the whole encoder, every attention through F.scaled_dot_product_attention, and the two benchmark
+scripts at smoke size."""
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+
+from avfusion.config import ConfigError, load_config
+from avfusion.models.registry import build_encoder, build_pretrain_model
+from avfusion.tasks import efficiency
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# ---------------------------------------------------------------------------------------------
+# the efficiency task
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bf16"])
+def test_efficiency_task_writes_positive_metrics_at_smoke_size(tmp_path, dtype):
+    torch.set_num_threads(1)
+    cfg = load_config(efficiency.Config, overrides=["model.preset=deepavfusion-smoke", "batch_size=2",
+                                                    "warmup=1", "iters=3", "device=cpu", f"dtype={dtype}"])
+    efficiency.run(cfg, tmp_path)
+    payload = json.loads((tmp_path / "metrics.json").read_text())
+    m = payload["metrics"]
+    encoder = build_encoder({"preset": "deepavfusion-smoke"})
+    n_params = sum(p.numel() for p in encoder.parameters())
+    assert m["params_m"] == pytest.approx(n_params / 1e6)
+    assert m["clips_per_s"] > 0 and m["clips_per_s"] == pytest.approx(2 / m["iter_s_median"])
+    assert m["iter_s_min"] <= m["iter_s_median"] <= m["iter_s_max"]
+    # peak >= weights + inputs, and the forward adds activations on top of them
+    inputs_bytes = 2 * (3 * 64 * 64 + 128 * 192) * 4
+    assert m["peak_mem_gb"] * 2**30 > n_params * 4 + inputs_bytes
+    assert m["peak_mem_gb"] < 1.0
+    assert m["gflops_per_clip"] > 0 and (m["n_image_tokens"], m["n_audio_tokens"]) == (16, 96)
+    assert m["dtype"] == dtype and payload["config"]["model"] == {"preset": "deepavfusion-smoke"}
+    machine = payload["provenance"]["machine"]
+    assert machine["device"] == "cpu" and machine["torch_threads"] == 1 and machine["cpu_cores"] >= 1
+    with open(tmp_path / "iters.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["phase"] for r in rows] == ["warmup", "timed", "timed", "timed"]
+    assert all(float(r["seconds"]) > 0 for r in rows)
+
+
+def test_efficiency_config_errors_name_the_key():
+    with pytest.raises(ConfigError, match="dtype"):
+        load_config(efficiency.Config, overrides=["dtype=fp8"])
+    with pytest.raises(ConfigError, match="batch_size"):
+        load_config(efficiency.Config, overrides=["batch_size=0"]).validate()
+
+
+def test_cpu_peak_memory_is_the_running_maximum_of_allocations():
+    def work():
+        a = torch.empty(10_000_000, dtype=torch.uint8)      # +10 MB
+        b = torch.empty(5_000_000, dtype=torch.uint8)       # +5 MB -> 15 MB live
+        del a                                               # -10 MB -> 5 MB live
+        c = torch.empty(8_000_000, dtype=torch.uint8)       # +8 MB -> 13 MB live (< 15)
+        del b, c
+
+    assert efficiency.cpu_peak_bytes_of(work) == 15_000_000
+
+    def matmul():   # output 1000 x 1000 float32 = 4 MB is the only allocation
+        return x @ x
+
+    x = torch.randn(1000, 1000)
+    assert efficiency.cpu_peak_bytes_of(matmul) == 4_000_000
+
+
+# ---------------------------------------------------------------------------------------------
+# dense interactions: the exact fast identity through the whole encoder
+
+
+def test_dense_fast_equals_naive_through_the_whole_encoder_float32():
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    naive = build_encoder({"preset": "deepavfusion-smoke", "fusion": {"arch": "dense", "dense_impl": "naive"}}).eval()
+    with torch.no_grad():   # random values everywhere so that no block is trivially zero
+        for name, p in naive.named_parameters():
+            if "fusion" in name:
+                p.normal_(0, 0.3)
+    fast = build_encoder({"preset": "deepavfusion-smoke", "fusion": {"arch": "dense", "dense_impl": "fast"}}).eval()
+    fast.load_state_dict(naive.state_dict(), strict=True)
+    image, audio = torch.randn(2, 3, 64, 64), torch.randn(2, 1, 128, 192)
+    with torch.inference_mode():
+        ref = naive(image, audio, return_embs=True)
+        got = fast(image, audio, return_embs=True)
+    for a, b in zip((ref.image, ref.audio, ref.fusion), (got.image, got.audio, got.fusion)):
+        assert ((a - b).norm() / b.norm()).item() < 1e-5
+    # the fusion tokens really change along the layers (the dense blocks do work)
+    first, last = ref.layers[0][2], ref.layers[-1][2]
+    assert (first - naive.fusion_tokens).abs().max() > 0.1 and (last - first).abs().max() > 0.1
+
+
+# ---------------------------------------------------------------------------------------------
+# every attention goes through F.scaled_dot_product_attention
+
+
+class _PythonTorchCalls(TorchFunctionMode):
+    """Names of the torch functions/methods called from Python (SDPA's own C++ internals are not seen)."""
+
+    def __init__(self):
+        super().__init__()
+        self.names = set()
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.names.add(getattr(func, "__name__", str(func)))
+        return func(*args, **(kwargs or {}))
+
+
+def _count_sdpa(monkeypatch, fn) -> tuple[int, set]:
+    calls = []
+    real = F.scaled_dot_product_attention
+
+    def counting(*args, **kwargs):
+        calls.append(args[0].shape)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", counting)
+    ops = _PythonTorchCalls()
+    with torch.no_grad(), ops:
+        fn()
+    monkeypatch.setattr(F, "scaled_dot_product_attention", real)
+    return len(calls), ops.names
+
+
+# Python-level calls that would mean an attention written by hand
+HAND_ATTENTION = {"softmax", "softmax_", "log_softmax", "matmul", "__matmul__", "bmm", "baddbmm"}
+
+# (arch, dense_impl) -> SDPA calls per fusion block
+PER_FUSION_BLOCK = {("factorized", "fast"): 3, ("dense", "naive"): 1, ("dense", "fast"): 2, ("token", "fast"): 1}
+
+
+@pytest.mark.parametrize("arch,impl", list(PER_FUSION_BLOCK))
+@pytest.mark.parametrize("layers", ["all", "none", 1])
+def test_every_encoder_attention_calls_sdpa(monkeypatch, arch, impl, layers):
+    torch.set_num_threads(1)
+    section = {"preset": "deepavfusion-smoke", "fusion": {"arch": arch, "dense_impl": impl, "layers": layers}}
+    encoder = build_encoder(section).eval()   # depth 2
+    n_fusion = {"all": 2, "none": 0, 1: 1}[layers]
+    image, audio = torch.randn(1, 3, 64, 64), torch.randn(1, 1, 128, 192)
+    count, ops = _count_sdpa(monkeypatch, lambda: encoder(image, audio))
+    assert count == 2 * 2 + n_fusion * PER_FUSION_BLOCK[(arch, impl)]   # 2 branches x 2 ViT blocks + fusion
+    assert "scaled_dot_product_attention" in ops and not ops & HAND_ATTENTION
+
+
+def test_pretraining_model_attention_calls_sdpa_encoder_and_decoders(monkeypatch):
+    torch.set_num_threads(1)
+    model = build_pretrain_model({"preset": "deepavfusion-smoke"}).eval()   # depth 2, decoder depth 1
+    image, audio = torch.randn(1, 3, 64, 64), torch.randn(1, 1, 128, 192)
+    count, ops = _count_sdpa(monkeypatch, lambda: model(image, audio))
+    assert count == 2 * 2 + 2 * 3 + 2 * 1
+    assert not ops & HAND_ATTENTION
+
+
+# ---------------------------------------------------------------------------------------------
+# benchmark scripts run end to end at smoke size
+
+
+def test_encoder_throughput_benchmark_writes_every_setting(tmp_path):
+    torch.set_num_threads(1)
+    bench = _load_script("encoder_throughput")
+    out = tmp_path / "bench.csv"
+    assert bench.main(["--preset", "deepavfusion-smoke", "--warmup", "0", "--iters", "1", "--threads", "1",
+                       "--out", str(out)]) == 0
+    with open(out) as fh:
+        rows = {r["setting"]: r for r in csv.DictReader(fh)}
+    assert list(rows) == list(bench.SETTINGS)
+    for row in rows.values():
+        assert float(row["clips_per_s"]) > 0 and float(row["peak_mem_gb"]) > 0 and row["device"] == "cpu"
+    gflops = {name: float(row["gflops_per_clip"]) for name, row in rows.items()}
+    # naive dense projects every pair; the exact identity costs what token fusion costs
+    assert gflops["dense_naive"] > 1.5 * gflops["dense_fast"] and gflops["late_naive"] > gflops["late_fusion"]
+    assert gflops["dense_fast"] == pytest.approx(gflops["token"], rel=1e-6)
+    assert gflops["no_fusion"] < gflops["late_fusion"] < gflops["factorized"]
+    assert float(rows["factorized"]["throughput_vs_factorized"]) == 1.0
+
+
+def test_pretrain_step_benchmark_reports_flops_and_mfu(tmp_path):
+    torch.set_num_threads(1)
+    bench = _load_script("pretrain_step")
+    out = tmp_path / "step.csv"
+    assert bench.main(["--preset", "deepavfusion-smoke", "--batch", "2", "--warmup", "1", "--iters", "2",
+                       "--peak-flops", "1e11", "--device", "cpu", "--out", str(out)]) == 0
+    with open(out) as fh:
+        (row,) = list(csv.DictReader(fh))
+    step_s, flops = float(row["step_s_median"]), float(row["flops_per_step"])
+    assert step_s > 0 and flops > 0
+    assert float(row["mfu"]) == pytest.approx(flops / step_s / 1e11, rel=1e-3)
