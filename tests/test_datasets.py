@@ -18,6 +18,15 @@ from avfusion.media import MediaError
 S = 64
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """The machine's 2 cores are shared: one torch thread here, restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
     out = tmp_path_factory.mktemp("tuxav") / "smoke"

@@ -15,6 +15,15 @@ from avfusion.data.manifest import read_classes, read_manifest
 from avfusion.data.tuxav import ASSET_DIR, CLASS_STAMPS, SCALES, make_sound, make_tuxav, mask_box
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """The machine's 2 cores are shared: one torch thread here, restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _hashes(folder: Path) -> dict:
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(folder.rglob("*")) if p.is_file()}
