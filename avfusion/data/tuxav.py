@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 
 from .. import audio as audio_lib
-from ..io import atomic_write_csv, atomic_write_json
+from ..io import atomic_write_csv, atomic_write_json, atomic_write_text
 from ..media import read_audio
 from ..progress import Progress
 from .manifest import PAIR_COLUMNS, SkipReport, write_manifest
@@ -307,7 +307,9 @@ def make_tuxav(out: str | Path, scale: str = "tiny", seed: int = 0, asset_dir: P
     atomic_write_json(out / "tuxav.json", summary)
     report = SkipReport()
     report.keep(len(rows))
-    write_manifest(out, rows, report, classes)  # last: manifest.csv exists only when every file does
+    atomic_write_json(out / "report.json", report.to_dict())
+    atomic_write_text(out / "classes.txt", "".join(f"{c}\n" for c in classes))
+    write_manifest(out, rows)  # last: manifest.csv exists only when every other file does
     return summary
 
 
