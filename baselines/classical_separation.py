@@ -53,6 +53,7 @@ class Config:
     seed: int = 0
     scale: str = "tiny"
     metrics_backend: Literal["auto", "fast", "mir_eval"] = "auto"  # auto: the project's default backend
+    threads: int = 1   # BLAS/OpenMP/torch threads; the matrices are small, more threads mostly spin
     data: DataConfig = field(default_factory=DataConfig)
     stft: STFTConfig = field(default_factory=STFTConfig)
     nmf: NMFConfig = field(default_factory=NMFConfig)
@@ -98,6 +99,18 @@ def best_permutation_metrics(refs: np.ndarray, ests: np.ndarray, backend: str = 
 
 
 def run(cfg: Config, out_dir: Path) -> dict:
+    from threadpoolctl import threadpool_limits
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    try:
+        with threadpool_limits(cfg.threads):
+            return _run(cfg, out_dir)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(cfg: Config, out_dir: Path) -> dict:
     from avfusion.data.datasets import MixtureDataset
 
     t0 = time.perf_counter()
