@@ -5,9 +5,20 @@ import math
 
 import pytest
 import torch
+from threadpoolctl import threadpool_limits
 
 from avfusion.models.registry import build_encoder, build_pretrain_model
 from baselines.cavmae import CAVMAEEncoder, contrastive_loss
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    """torch/BLAS on one thread (2 shared cores: more threads only spin); restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(threads)
 
 
 def _smoke_batch(batch=4):
@@ -67,7 +78,6 @@ def test_encoder_contract_shapes_and_layers():
 
 
 def test_smoke_training_lowers_the_loss():
-    torch.set_num_threads(1)
     model = build_pretrain_model({"preset": "cav-mae-smoke"})
     image, audio = _smoke_batch(4)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)

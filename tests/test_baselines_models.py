@@ -6,12 +6,23 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from threadpoolctl import threadpool_limits
 import torch.nn.functional as F
 
 from avfusion import audio as audio_lib
 from avfusion.cli import main as cli_main
 from avfusion.models.presets import model_config
 from avfusion.models.registry import build_encoder, build_pretrain_model
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    """torch/BLAS on one thread (2 shared cores: more threads only spin); restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(threads)
 
 CLIPSEP = "clipsep_mixtures/music-vggsound"
 VIOLIN = f"{CLIPSEP}/violin-WjwOm5pJlI0+3-O3HG59u1yek"
@@ -37,7 +48,6 @@ def _wave(path):
 
 def test_sound_of_pixels_learns_real_mix_and_separate(testdata):
     """Two real clips mixed; each frame must select its source's bins (SoP's binary dominance mask)."""
-    torch.set_num_threads(1)
     model = build_pretrain_model({"preset": "sound-of-pixels-smoke"})
     violin, accordion = _wave(testdata / VIOLIN / "gt.wav"), _wave(testdata / ACCORDION / "gt.wav")
     mix_audio = audio_lib.log_mel(violin + accordion)  # (1, 128, 192)
@@ -69,7 +79,6 @@ def test_sound_of_pixels_learns_real_mix_and_separate(testdata):
     ("late-fusion-smoke", [1], "dense"), ("mid-fusion-smoke", [0, 1], "dense"),
     ("no-fusion-smoke", [], None), ("token-fusion-smoke", [0, 1], "token")])
 def test_table4_fusion_presets_train_at_smoke_size(preset, layers, arch):
-    torch.set_num_threads(1)
     model = build_pretrain_model({"preset": preset})
     enc = model.encoder
     assert enc.fusion_layers == layers
