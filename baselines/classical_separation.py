@@ -42,7 +42,7 @@ class STFTConfig:
 @dataclass
 class DataConfig:
     manifest: str = ""          # manifest folder holding manifest.csv and pairs.csv
-    split: str = "test"
+    eval_split: str = "test"    # the pairs.csv split that is scored (as the separation task)
     image_size: int = 32        # frames are loaded by MixtureDataset but not used by these methods
     max_pairs: int = 0          # 0 = every pair
 
@@ -116,10 +116,10 @@ def _run(cfg: Config, out_dir: Path) -> dict:
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
     manifest_dir = Path(cfg.data.manifest)
-    dataset = MixtureDataset(manifest_dir, cfg.data.split, train=False, image_size=cfg.data.image_size)
+    dataset = MixtureDataset(manifest_dir, cfg.data.eval_split, train=False, image_size=cfg.data.image_size)
     n_total = len(dataset) if cfg.data.max_pairs <= 0 else min(cfg.data.max_pairs, len(dataset))
     if n_total == 0:
-        raise ValueError(f"{manifest_dir}: no separation pairs in split {cfg.data.split!r}")
+        raise ValueError(f"{manifest_dir}: no separation pairs in split {cfg.data.eval_split!r}")
     log_path = out_dir / "log.csv"
     log_path.unlink(missing_ok=True)  # deterministic job: a rerun rewrites the log
     log = CSVLog(log_path, LOG_FIELDS)
