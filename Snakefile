@@ -12,8 +12,12 @@ results/runs/<scale>/<task>/<variant>/metrics.json.
 """
 from pathlib import Path
 
+from snakemake.exceptions import WorkflowError
+
 configfile: "workflow/config/default.yaml"
-configfile: f"workflow/config/scales/{config.get('scale', 'tiny')}.yaml"
+if config.get("scale") not in ("smoke", "tiny", "paper"):
+    raise WorkflowError(f"config error at 'scale': {config.get('scale')!r} is not one of smoke, tiny, paper")
+configfile: f"workflow/config/scales/{config['scale']}.yaml"
 
 
 include: "workflow/rules/common.smk"

@@ -9,7 +9,7 @@ rule classical_separation:
     log: f"{RUNS}/separation/{{variant}}/launch.log"
     params: cfg=lambda w: job_config("separation", w.variant)
     threads: job_threads("classical-separation")
-    run: run_job("classical-separation", wildcards.variant, params.cfg, log[0])
+    run: run_job("separation", wildcards.variant, params.cfg, log[0], command="classical-separation")
 
 
 def alias_target(wildcards):

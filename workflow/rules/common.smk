@@ -11,7 +11,8 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-REPO = Path(workflow.basedir)
+# (workflow is None when tests execute this file outside Snakemake, with __file__ set)
+REPO = Path(workflow.basedir) if workflow is not None else Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO / "workflow" / "config"
 SCHEMAS = REPO / "workflow" / "schemas"
 DOWNSTREAM_TASKS = ["linprobe", "finetune", "separation", "segmentation", "localization", "efficiency"]
@@ -21,7 +22,7 @@ validate(config, str(SCHEMAS / "config.schema.yaml"))
 SCALE = config["scale"]
 RESULTS = config["results"]
 RUNS = f"{RESULTS}/runs/{SCALE}"
-EXPERIMENTS = yaml.safe_load((CONFIG_DIR / "experiments.yaml").read_text())
+EXPERIMENTS = yaml.safe_load(Path(config["experiments"]).read_text())
 validate(EXPERIMENTS, str(SCHEMAS / "experiments.schema.yaml"))
 VARIANTS = EXPERIMENTS["variants"]
 
@@ -157,9 +158,12 @@ def job_threads(task):
     return 1 if config["executor"] == "slurm" else job_resources(task)["cpus"]
 
 
-def launch_command(task, variant, config_file):
-    res = job_resources(task)
-    args = ["python", "-m", "avfusion.launch", "--executor", config["executor"], "--task", task,
+def launch_command(task, variant, config_file, command=None):
+    """`python -m avfusion.launch ...` for run folder <task>/<variant>; `command` = the avfusion command
+    when it differs from the folder's task (classical-separation writes separation/<variant>)."""
+    command = command or task
+    res = job_resources(command)
+    args = ["python", "-m", "avfusion.launch", "--executor", config["executor"], "--task", command,
             "--config", config_file, "--out", run_dir(task, variant),
             "--job-name", f"avf-{SCALE}-{task}-{variant}"]
     for key, value in res.items():
@@ -174,10 +178,10 @@ def write_job_config(path, cfg):
     atomic_write_text(path, header + yaml.safe_dump(cfg, sort_keys=False))
 
 
-def run_job(task, variant, cfg, log):
+def run_job(task, variant, cfg, log, command=None):
     config_file = f"{run_dir(task, variant)}/job_config.yaml"
     write_job_config(config_file, cfg)
-    shell(f"{launch_command(task, variant, config_file)} >> {shlex.quote(str(log))} 2>&1")
+    shell(f"{launch_command(task, variant, config_file, command)} >> {shlex.quote(str(log))} 2>&1")
 
 
 # ----------------------------------------------------------------------------- checks before any job
@@ -207,7 +211,7 @@ if bool(config["unimodal_init"]["image"]) != bool(config["unimodal_init"]["audio
 if config["executor"] == "slurm":
     if shutil.which("sbatch") is None or shutil.which("sinfo") is None:
         _fail("executor", "slurm: sbatch/sinfo are not on PATH")
-    _sinfo = subprocess.run(["sinfo", "-h", "-o", "%R"], capture_output=True, text=True, timeout=60)
+    _sinfo = subprocess.run(["sinfo", "-h", "-o", "%R"], capture_output=True, text=True, timeout=30)
     if _sinfo.returncode != 0:
         _fail("executor", f"slurm: sinfo failed, is the cluster up and SLURM_CONF set? {_sinfo.stderr.strip()}")
     _partitions = set(_sinfo.stdout.split())

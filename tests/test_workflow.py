@@ -1,0 +1,188 @@
+"""The Snakemake DAG: it plans every run of every variant at every scale, writes valid per-job
+configs, and refuses a bad config or profile value before any job starts, naming the key.
+(The real smoke slice through SLURM is tests/test_workflow_slurm.py.)
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
+EXPERIMENTS = yaml.safe_load((REPO / "workflow/config/experiments.yaml").read_text())["variants"]
+DOWNSTREAM = ["linprobe", "finetune", "separation", "segmentation", "localization", "efficiency"]
+TABLE_VARIANTS = ["deepavfusion", "no_unimodal_init", "token_fusion", "dense", "mid_fusion", "late_fusion",
+                  "no_fusion", "fusion_layers_9", "fusion_layers_6", "fusion_layers_3", "fusion_layers_1",
+                  "fusion_tokens_1", "fusion_tokens_8", "fusion_tokens_32", "aggr_tokens_4", "aggr_tokens_16",
+                  "cav_mae", "av_mae_late", "mae_image", "mae_audio", "nmf", "rpca", "sound_of_pixels"]
+
+
+def snakemake(*args, cwd=REPO, timeout=180, env=None):
+    env = dict(os.environ, **(env or {}))
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+    return subprocess.run([SNAKEMAKE, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def job_counts(output: str) -> dict[str, int]:
+    block = output.split("Job stats:")[1].split("\n\n")[0]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", block, re.M)}
+
+
+def every_run(tmp_path: Path, scale: str, extra_datasets: dict[str, list[str]] | None = None) -> list[str]:
+    runs = []
+    for name, spec in EXPERIMENTS.items():
+        kind = spec["kind"]
+        tasks = {"classical": ["separation"], "supervised": ["separation"]}.get(kind, ["pretrain", *DOWNSTREAM])
+        for task in tasks:
+            runs.append(f"{tmp_path}/runs/{scale}/{task}/{name}/metrics.json")
+            for dataset in (extra_datasets or {}).get(task, []):
+                if task != "pretrain":
+                    runs.append(f"{tmp_path}/runs/{scale}/{task}/{name}@{dataset}/metrics.json")
+    return runs
+
+
+def test_experiments_name_every_variant_of_tables_3_to_7_once():
+    assert sorted(EXPERIMENTS) == sorted(TABLE_VARIANTS)
+    assert EXPERIMENTS["av_mae_late"] == {"kind": "alias", "alias_of": "late_fusion"}
+
+
+@pytest.mark.parametrize("scale", ["smoke", "tiny"])
+def test_dry_run_plans_every_run_of_every_variant(tmp_path, scale):
+    out = snakemake("-n", "--cores", "2", "--config", f"scale={scale}", f"results={tmp_path}",
+                    f"data_dir={tmp_path}/data", "--", *every_run(tmp_path, scale))
+    assert out.returncode == 0, out.stderr[-3000:]
+    trained = [n for n, s in EXPERIMENTS.items() if s["kind"] in ("avmae", "unimodal")]
+    counts = job_counts(out.stdout)
+    assert counts["pretrain"] == len(trained) == 19
+    # 19 trained variants x 6 tasks + Sound of Pixels (separation only)
+    assert counts["downstream"] == len(trained) * len(DOWNSTREAM) + 1
+    assert counts["classical_separation"] == 2 and counts["make_tuxav"] == 1
+    assert counts["alias_run"] == 1 + len(DOWNSTREAM)   # av_mae_late's runs copy late_fusion's
+
+
+def test_paper_dry_run_plans_official_datasets_with_fake_roots(tmp_path):
+    roots = {"datasets": {d: {"source": "prepare", "name": d, "root": f"/nonexistent/{d}"} for d in
+                          ["vggsound", "vggsound_music", "vggsound_instruments", "music_duet", "avsbench_s4",
+                           "avsbench_avss", "flickr_soundnet"]},
+             "unimodal_init": {"image": "/nonexistent/mae_pretrain_vit_base.pth",
+                               "audio": "/nonexistent/audiomae_pretrained.pth"}}
+    paths = tmp_path / "paths.yaml"
+    paths.write_text(yaml.safe_dump(roots))
+    extra = {"linprobe": ["vggsound_music"], "finetune": ["vggsound_music"], "segmentation": ["avsbench_s4"],
+             "separation": ["music_duet", "vggsound_instruments"]}
+    out = snakemake("-n", "--cores", "2", "--configfile", str(paths), "--config", "scale=paper",
+                    f"results={tmp_path}", f"data_dir={tmp_path}/data", "--", *every_run(tmp_path, "paper", extra))
+    assert out.returncode == 0, out.stderr[-3000:]
+    counts = job_counts(out.stdout)
+    assert counts["prepare_dataset"] == 7
+    # MAE / AudioMAE files are imported: the unimodal runs are only the Table 3 baselines, no extra init runs
+    assert counts["pretrain"] == 19
+    assert "avfusion data prepare vggsound_music" not in out.stdout  # a dry run prints plans, runs nothing
+    assert not (tmp_path / "runs").exists()
+
+
+def test_job_configs_map_fusion_layers_and_init(tmp_path):
+    """The per-job configs that the rules write, built by the Snakefile's own functions."""
+    namespace = _common_namespace("tiny", tmp_path)
+    job_config = namespace["job_config"]
+    assert job_config("pretrain", "fusion_layers_9")["model"]["fusion"]["layers"] == "1-2-3"
+    assert job_config("pretrain", "fusion_layers_6")["model"]["fusion"]["layers"] == "2-3"
+    assert job_config("pretrain", "fusion_layers_3")["model"]["fusion"]["layers"] == "3"
+    assert job_config("pretrain", "fusion_layers_1")["model"]["fusion"]["layers"] == "3"
+    assert job_config("pretrain", "deepavfusion")["init"] == {
+        "image": f"{tmp_path}/runs/tiny/pretrain/mae_image", "audio": f"{tmp_path}/runs/tiny/pretrain/mae_audio"}
+    assert "init" not in job_config("pretrain", "no_unimodal_init")
+    lin = job_config("linprobe", "mae_image")
+    assert lin["model"] == {"preset": "mae-image-tiny"} and lin["heads"] == ["image"]
+    assert lin["init"] == {"checkpoint": f"{tmp_path}/runs/tiny/pretrain/mae_image"}
+    assert lin["data"]["manifest"] == f"{tmp_path}/data/tiny/tuxav"
+    sop = job_config("separation", "sound_of_pixels")
+    assert sop["method"] == "sound_of_pixels" and sop["sop"]["unet_ngf"] == 16 and "model" not in sop
+    assert job_config("separation", "nmf")["method"] == "nmf"
+    # every job config is valid for its task's Config dataclass
+    from avfusion.config import from_dict
+    import importlib
+    for task, variant in [("pretrain", "deepavfusion"), ("pretrain", "mae_audio"), ("linprobe", "cav_mae"),
+                          ("separation", "sound_of_pixels"), ("separation", "deepavfusion"),
+                          ("segmentation", "token_fusion"), ("efficiency", "dense"), ("separation", "rpca")]:
+        module = "baselines.classical_separation" if variant in ("nmf", "rpca") else f"avfusion.tasks.{task}"
+        from_dict(importlib.import_module(module).Config, job_config(task, variant))
+
+
+def _common_namespace(scale: str, results: Path) -> dict:
+    """Execute workflow/rules/common.smk's Python with the merged config (as the Snakefile does)."""
+    from snakemake.utils import update_config
+
+    config = yaml.safe_load((REPO / "workflow/config/default.yaml").read_text())
+    update_config(config, yaml.safe_load((REPO / f"workflow/config/scales/{scale}.yaml").read_text()))
+    update_config(config, {"scale": scale, "results": str(results), "data_dir": f"{results}/data",
+                           "experiments": str(REPO / "workflow/config/experiments.yaml")})
+
+    path = REPO / "workflow/rules/common.smk"
+    namespace = {"config": config, "workflow": None, "shell": None, "__file__": str(path)}
+    exec(compile(path.read_text(), str(path), "exec"), namespace)
+    return namespace
+
+
+@pytest.mark.parametrize("args, key", [
+    (["--config", "scale=smoke", "executor=pbs"], "['executor']"),
+    (["--config", "scale=smoke", "seed=zero"], "['seed']"),
+])
+def test_bad_config_value_fails_before_any_job_naming_the_key(tmp_path, args, key):
+    out = snakemake("--cores", "1", *args, f"results={tmp_path}", "--", f"{tmp_path}/runs/smoke/pretrain/mae_image/metrics.json")
+    assert out.returncode == 1
+    assert "Error validating config file" in out.stderr and key in out.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_bad_resource_and_bad_variant_are_named(tmp_path):
+    out = snakemake("--cores", "1", "--config", "scale=huge", f"results={tmp_path}")
+    assert out.returncode == 1 and "config error at 'scale': 'huge' is not one of smoke, tiny, paper" in out.stderr
+    bad_res = tmp_path / "bad_resources.yaml"
+    bad_res.write_text("resources:\n  pretrain: {cpus: 0}\n")
+    out = snakemake("--cores", "1", "--configfile", str(bad_res), "--config", "scale=smoke", f"results={tmp_path}")
+    assert out.returncode == 1 and "['resources']['pretrain']['cpus']" in out.stderr
+    experiments = yaml.safe_load((REPO / "workflow/config/experiments.yaml").read_text())
+    experiments["variants"]["dense"]["model"]["fusion"]["arch"] = "densest"
+    bad_exp = tmp_path / "experiments.yaml"
+    bad_exp.write_text(yaml.safe_dump(experiments))
+    out = snakemake("--cores", "1", "--config", "scale=smoke", f"experiments={bad_exp}", f"results={tmp_path}")
+    assert out.returncode == 1
+    assert "config error at 'variants.dense.model'" in out.stderr and "densest" in out.stderr
+    experiments["variants"]["dense"] = {"kind": "alias"}   # alias without alias_of: schema error
+    bad_exp.write_text(yaml.safe_dump(experiments))
+    out = snakemake("--cores", "1", "--config", "scale=smoke", f"experiments={bad_exp}", f"results={tmp_path}")
+    assert out.returncode == 1 and "'alias_of' is a required property" in out.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_bad_profile_is_refused(tmp_path):
+    profile = tmp_path / "profile"
+    profile.mkdir()
+    (profile / "config.yaml").write_text("cores: 2\ncorez: 3\n")
+    out = snakemake("--profile", str(profile), "--config", "scale=smoke", f"results={tmp_path}")
+    assert out.returncode != 0 and "unrecognized arguments: --corez=3" in out.stderr
+    missing = snakemake("--profile", "no_such_profile", "--config", "scale=smoke", cwd=REPO)
+    assert missing.returncode != 0 and "no_such_profile" in missing.stderr
+
+
+def test_slurm_profile_resolves_from_the_repo_root_and_selects_slurm(tmp_path):
+    """`--profile slurm` finds workflow/profiles/slurm (root symlink); without SLURM's commands it stops
+    at parse time, naming the executor key, before anything is submitted."""
+    bin_dir = tmp_path / "bin"  # bash, sh, which but no sbatch / sinfo (snakemake() prepends the venv's bin)
+    bin_dir.mkdir()
+    for tool in ("bash", "sh", "which"):
+        (bin_dir / tool).symlink_to(shutil.which(tool))
+    env = {"PATH": str(bin_dir)}
+    out = snakemake("--profile", "slurm", "--config", "scale=smoke", f"results={tmp_path}", "--",
+                    f"{tmp_path}/runs/smoke/pretrain/mae_image/metrics.json", env=env)
+    assert out.returncode == 1
+    assert "config error at 'executor': slurm" in out.stderr
+    assert not (tmp_path / "runs").exists()
