@@ -2,7 +2,8 @@
 
 Encoder: an image and an audio ViT branch of `depth - joint_depth` blocks each (timm names, via
 `avfusion.models.vit.ViT`), learned modality embeddings, then `joint_depth` shared blocks
-("blocks_u", here `fusion_blocks.{layer}`) whose attention/MLP weights are shared by three passes with separate LayerNorms:
+("blocks_u", here `fusion_blocks.{layer}`) whose attention/MLP weights serve three passes, each
+with its own LayerNorms:
   - joint pass over the concatenation [audio ; image] with norm1/norm2, final `fusion_norm`;
   - audio-only pass with norm1_a/norm2_a, final `audio.norm` (official `norm_a`);
   - image-only pass with norm1_v/norm2_v, final `image.norm` (official `norm_v`).
@@ -33,7 +34,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from avfusion.config import ConfigError, merge
-
 from avfusion.models.avmae import masked_patch_loss, random_masking
 from avfusion.models.encoder import EncoderOutput, load_branch_checkpoint
 from avfusion.models.layers import (Attention, Block, DropPath, Mlp, check_input, init_weights_mae,
