@@ -117,8 +117,9 @@ class DeepAVFusionEncoder(nn.Module):
             if blk_fus is None:
                 x_img, x_aud = blk_img(x_img), blk_aud(x_aud)
             else:
-                new_img = blk_img(torch.cat([x_fus, x_img], dim=1))[:, n_fus:]   # (B, n_v, D)
-                new_aud = blk_aud(torch.cat([x_fus, x_aud], dim=1))[:, n_fus:]   # (B, n_a, D)
+                # = blk(cat)[:, n_fus:]; the fusion positions' queries, proj and MLP are never computed
+                new_img = blk_img(torch.cat([x_fus, x_img], dim=1), num_prefix=n_fus)   # (B, n_v, D)
+                new_aud = blk_aud(torch.cat([x_fus, x_aud], dim=1), num_prefix=n_fus)   # (B, n_a, D)
                 x_fus = blk_fus(x_fus, x_img, x_aud)                     # uses the previous layer's tokens
                 x_img, x_aud = new_img, new_aud
             if return_embs:

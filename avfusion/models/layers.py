@@ -110,13 +110,16 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, num_prefix: int = 0) -> torch.Tensor:
+        """x (B, N, C) -> (B, N - num_prefix, C): the first `num_prefix` tokens are keys/values only
+        (no query, no output row), for callers that would discard those rows."""
         B, N, C = x.shape
         qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (3, B, H, N, hd)
         q, k, v = qkv.unbind(0)
+        q = q[:, :, num_prefix:]                                      # (B, H, N-P, hd)
         x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0,
-                                           scale=self.scale)           # (B, H, N, hd)
-        x = x.transpose(1, 2).reshape(B, N, C)                        # (B, N, C)
+                                           scale=self.scale)           # (B, H, N-P, hd)
+        x = x.transpose(1, 2).reshape(B, N - num_prefix, C)           # (B, N-P, C)
         return self.proj_drop(self.proj(x))
 
 
@@ -132,8 +135,10 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x)))
+    def forward(self, x: torch.Tensor, num_prefix: int = 0) -> torch.Tensor:
+        """x (B, N, C) -> (B, N - num_prefix, C). With num_prefix > 0 the first tokens only serve as
+        keys/values: equal to block(x)[:, num_prefix:] without computing the discarded rows."""
+        x = x[:, num_prefix:] + self.drop_path(self.attn(self.norm1(x), num_prefix))  # (B, N-P, C)
         x = x + self.drop_path(self.mlp(self.norm2(x)))
         return x
 
