@@ -202,3 +202,69 @@ def test_pretrain_step_benchmark_reports_flops_and_mfu(tmp_path):
     step_s, flops = float(row["step_s_median"]), float(row["flops_per_step"])
     assert step_s > 0 and flops > 0
     assert float(row["mfu"]) == pytest.approx(flops / step_s / 1e11, rel=1e-3)
+
+
+# ---------------------------------------------------------------------------------------------
+# branch blocks at fusion layers: the fusion tokens are keys/values only (their rows are discarded)
+
+
+def _reference_forward_tokens(enc, x_img, x_aud):
+    """The encoder loop of spec 2.2 written literally: full block over [fusion ; modality], slice."""
+    x_fus = enc.fusion_tokens.expand(x_img.shape[0], -1, -1)
+    n = x_fus.shape[1]
+    for blk_img, blk_aud, blk_fus in zip(enc.image.blocks, enc.audio.blocks, enc.fusion_blocks):
+        if blk_fus is None:
+            x_img, x_aud = blk_img(x_img), blk_aud(x_aud)
+        else:
+            new_img = blk_img(torch.cat([x_fus, x_img], dim=1))[:, n:]
+            new_aud = blk_aud(torch.cat([x_fus, x_aud], dim=1))[:, n:]
+            x_fus = blk_fus(x_fus, x_img, x_aud)
+            x_img, x_aud = new_img, new_aud
+    return enc.image.norm(x_img), enc.audio.norm(x_aud), enc.fusion_norm(x_fus)
+
+
+def test_block_with_prefix_equals_full_block_sliced_also_with_drop_path():
+    from avfusion.models.layers import Block
+
+    torch.manual_seed(0)
+    block = Block(32, 4, mlp_ratio=2.0, drop_path=0.3).double()
+    x = torch.randn(3, 11, 32, dtype=torch.float64)
+    block.eval()
+    torch.testing.assert_close(block(x, num_prefix=4), block(x)[:, 4:], rtol=1e-12, atol=1e-12)
+    block.train()   # DropPath draws one (B, 1, 1) mask per call in both forms
+    torch.manual_seed(1)
+    ref = block(x)[:, 4:]
+    torch.manual_seed(1)
+    torch.testing.assert_close(block(x, num_prefix=4), ref, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("arch,layers", [("factorized", "all"), ("dense", 1)])
+def test_encoder_equals_literal_loop_and_skips_the_discarded_rows(arch, layers):
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    enc = build_encoder({"preset": "deepavfusion-smoke", "fusion": {"arch": arch, "layers": layers}}).eval()
+    enc.requires_grad_(False)   # FlopCounterMode's module tracker needs grad-free leaves under no_grad
+    image, audio = torch.randn(2, 3, 64, 64), torch.randn(2, 1, 128, 192)
+    with torch.no_grad():
+        x_img, x_aud = enc.embed(image, audio)
+        ref = _reference_forward_tokens(enc, x_img, x_aud)
+        got = enc.forward_tokens(x_img, x_aud)
+        flops_ref = efficiency.flops_of(lambda: _reference_forward_tokens(enc, x_img, x_aud))
+        flops_new = efficiency.flops_of(lambda: enc.forward_tokens(x_img, x_aud))
+    for a, b in zip(ref, got[:3]):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+    # saved per fusion layer and branch: P fusion rows of proj (2PD^2), MLP (4PD*hidden) and
+    # attention (QK^T and AV: 4*P*N*D with N = P + the branch's tokens); batch 2
+    D, hidden, P = enc.embed_dim, int(enc.embed_dim * 4.0), 8
+    n_layers = len(enc.fusion_layers)
+    saved = 2 * n_layers * sum(2 * P * D * D + 4 * P * D * hidden + 4 * P * (P + n) * D for n in (16, 96))
+    assert flops_ref - flops_new == saved
+
+
+def test_flop_count_includes_cpu_attention_forward_and_backward():
+    q = torch.randn(2, 3, 5, 8, requires_grad=True)
+    k, v = torch.randn(2, 3, 7, 8), torch.randn(2, 3, 7, 8)
+    assert efficiency.flops_of(lambda: F.scaled_dot_product_attention(q, k, v)) == 4 * 2 * 3 * 5 * 7 * 8
+    backward = efficiency.flops_of(lambda: F.scaled_dot_product_attention(q, k, v).sum().backward())
+    # backward: torch's formula (5 matmuls: dV, dP, dQ, dK and the recomputed scores) = 2.5x forward
+    assert backward == 4 * 2 * 3 * 5 * 7 * 8 * (1 + 2.5)

@@ -134,11 +134,27 @@ def peak_memory_bytes(fn: Callable[[], Any], device: torch.device, live_before: 
     return live_before + cpu_peak_bytes_of(fn)
 
 
+def _cpu_flash_sdpa_formulas() -> dict:
+    """FlopCounterMode knows the CUDA SDPA kernels but not the CPU flash kernel: same formulas."""
+    from torch.utils.flop_counter import sdpa_backward_flop_count, sdpa_flop_count
+
+    aten = torch.ops.aten
+
+    def forward(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+        return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+    def backward(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+        return sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
+
+    return {aten._scaled_dot_product_flash_attention_for_cpu: forward,
+            aten._scaled_dot_product_flash_attention_for_cpu_backward: backward}
+
+
 def flops_of(fn: Callable[[], Any]) -> int:
-    """FLOPs of `fn()` (matmuls, convolutions, attention) counted by FlopCounterMode."""
+    """FLOPs of `fn()` (matmuls, convolutions, attention on CPU and CUDA) counted by FlopCounterMode."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    counter = FlopCounterMode(display=False)
+    counter = FlopCounterMode(display=False, custom_mapping=_cpu_flash_sdpa_formulas())
     with counter:
         fn()
     return int(counter.get_total_flops())
