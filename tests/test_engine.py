@@ -139,3 +139,10 @@ def test_finished_run_resumes_without_training_and_keeps_history(tmp_path):
     again = train(torch.nn.Linear(2, 1), loss_fn, data, cfg, tmp_path, device="cpu")
     assert again.resumed_from == 2 and again.steps == 4 and len(again.history) == 2
     torch.testing.assert_close(again.model.weight, first.model.weight)
+
+
+def test_time_budget_stops_after_the_epoch_that_crosses_it(tmp_path):
+    data = torch.utils.data.TensorDataset(torch.randn(8, 2))
+    cfg = OptimConfig(batch_size=4, epochs=5, lr=0.1, optimizer="sgd", time_budget_s=0.0)
+    result = train(torch.nn.Linear(2, 1), lambda m, b: (m(b[0]).pow(2).mean(), {}), data, cfg, tmp_path, device="cpu")
+    assert result.stopped_early and result.epochs_done == 1 and result.steps == 2
