@@ -12,7 +12,8 @@ from PIL import Image
 from avfusion import audio, media
 from avfusion.cli import main as cli_main
 from avfusion.data.manifest import read_classes, read_manifest
-from avfusion.data.tuxav import ASSET_DIR, CLASS_STAMPS, SCALES, make_sound, make_tuxav, mask_box
+from avfusion.data.tuxav import (ASSET_DIR, CLASS_STAMPS, SCALES, crop_or_loop, make_sound, make_tuxav,
+                                 mask_box, pink_noise, vary_recording)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -93,20 +94,32 @@ def test_clip_audio_is_the_sounding_objects_recording(smoke):
 
 
 @pytest.mark.parametrize("stamp", ["blackbird", "pig"])  # 7.9 s (cropped) and 0.56 s (looped)
-def test_make_sound_crops_or_loops_the_recording(stamp):
+def test_crop_or_loop_takes_pieces_of_the_recording(stamp):
     index = {row["name"]: row for row in csv.DictReader(open(ASSET_DIR / "index.csv"))}
-    src = media.read_audio(ASSET_DIR / index[stamp]["audio"])
-    out = torch.from_numpy(make_sound(np.random.default_rng(0), src))
+    src = media.read_audio(ASSET_DIR / index[stamp]["audio"]).double()
+    out = torch.from_numpy(crop_or_loop(np.random.default_rng(0), src.numpy(), 48000))
     assert out.shape == (48000,)
-    # the loudest 0.1 s piece of the output is found in the recording (normalised cross-correlation ~ 1)
+    # the loudest 0.1 s piece of the output is found in the recording (normalised cross-correlation 1)
     energy = torch.nn.functional.avg_pool1d(out[None, None] ** 2, 1600, stride=400)[0, 0]
     start = int(energy.argmax()) * 400
     piece = out[start:start + 1600]
     looped = torch.cat([src, src])
     ncc = torch.nn.functional.conv1d(looped[None, None], piece[None, None])[0, 0]  # (len - 1599,)
-    norms = torch.nn.functional.conv1d(looped[None, None] ** 2, torch.ones(1, 1, 1600))[0, 0].sqrt()
-    best = (ncc / (norms * piece.norm() + 1e-9)).max().item()
-    assert best > 0.97
+    norms = torch.nn.functional.conv1d(looped[None, None] ** 2, torch.ones(1, 1, 1600).double())[0, 0].sqrt()
+    assert (ncc / (norms * piece.norm() + 1e-9)).max().item() > 0.999
+
+
+def test_takes_vary_rate_and_noise_stays_within_its_snr():
+    index = {row["name"]: row for row in csv.DictReader(open(ASSET_DIR / "index.csv"))}
+    src = media.read_audio(ASSET_DIR / index["cow"]["audio"]).double().numpy()
+    lengths = [len(vary_recording(np.random.default_rng(k), src)) / len(src) for k in range(20)]
+    assert 1 / 1.25 - 0.01 < min(lengths) and max(lengths) < 1 / 0.8 + 0.01 and max(lengths) - min(lengths) > 0.2
+    noise = pink_noise(np.random.default_rng(0), 48000)
+    assert abs(np.sqrt(np.mean(noise ** 2)) - 1) < 1e-9
+    low, high = np.abs(np.fft.rfft(noise)[100:1000]).mean(), np.abs(np.fft.rfft(noise)[10000:11000]).mean()
+    assert low > 2 * high  # 1/f: more energy at low frequencies
+    wave = make_sound(np.random.default_rng(1), torch.from_numpy(src).float())
+    assert wave.shape == (48000,) and wave.dtype == np.float32 and 0.2 < np.abs(wave).max() < 0.8
 
 
 def test_pairs_mix_clips_of_different_classes(smoke):

@@ -2,7 +2,8 @@
 
 Each clip is a scene: one sounding object (a cut-out photo) plus 1-2 silent distractor objects from
 other classes on a procedural background, and 3 s of 16 kHz audio made from the sounding object's
-real recording (looped or cropped at a random offset, random gain, light noise). Its class label,
+real recording (another take: playback rate and spectral tilt varied; looped or cropped at a random
+offset, random gain, pink background noise). Its class label,
 the exact mask of the sounding object (visible pixels, from the alpha channels) and its box come
 for free. One manifest serves classification, separation (pairs.csv), segmentation and localization.
 
@@ -158,27 +159,53 @@ def mask_box(mask: np.ndarray) -> list[int]:
 
 # ---------------------------------------------------------------------------------------- sounds
 
-def make_sound(rng: np.random.Generator, sound: torch.Tensor, n: int = audio_lib.CLIP_SAMPLES) -> np.ndarray:
-    """`n` samples from a recording: a random crop if long enough, else loops with short random gaps;
-    peak-normalised, gain U(-12, -3) dB, plus white noise 35-50 dB below the peak."""
-    src = sound.numpy().astype(np.float64)
+SPEED_RANGE = (0.8, 1.25)  # playback-rate change: speed and pitch together (-3.9 to +3.9 semitones)
+TILT_DB_PER_OCTAVE = 4.0  # random spectral tilt U(-4, 4) dB per octave around 1 kHz
+SNR_DB = (5.0, 25.0)  # pink background noise
+
+
+def vary_recording(rng: np.random.Generator, src: np.ndarray) -> np.ndarray:
+    """Another take of the same sound: playback rate x U(0.8, 1.25) (linear interpolation) and a
+    random spectral tilt, so a class is not one fixed spectrum."""
+    rate = np.exp(rng.uniform(np.log(SPEED_RANGE[0]), np.log(SPEED_RANGE[1])))
+    out = np.interp(np.arange(0, len(src) - 1, rate), np.arange(len(src)), src)
+    freqs = np.fft.rfftfreq(len(out), 1 / audio_lib.SAMPLE_RATE)
+    tilt = rng.uniform(-TILT_DB_PER_OCTAVE, TILT_DB_PER_OCTAVE)
+    gain_db = np.clip(tilt * np.log2(np.maximum(freqs, 50.0) / 1000.0), -15, 15)
+    return np.fft.irfft(np.fft.rfft(out) * 10 ** (gain_db / 20), n=len(out))
+
+
+def crop_or_loop(rng: np.random.Generator, src: np.ndarray, n: int) -> np.ndarray:
+    """`n` samples: a random crop if the recording is long enough, else loops with random gaps."""
     if len(src) >= n:
         start = int(rng.integers(0, len(src) - n + 1))
-        out = src[start:start + n].copy()
-    else:
-        pieces, total = [], 0
-        offset = int(rng.integers(0, len(src)))
-        pieces.append(src[offset:])
-        total = len(pieces[0])
-        while total < n:
-            gap = np.zeros(int(rng.uniform(0, 0.3) * audio_lib.SAMPLE_RATE))
-            pieces += [gap, src]
-            total += len(gap) + len(src)
-        out = np.concatenate(pieces)[:n]
+        return src[start:start + n].copy()
+    pieces = [src[int(rng.integers(0, len(src))):]]
+    total = len(pieces[0])
+    while total < n:
+        gap = np.zeros(int(rng.uniform(0, 0.3) * audio_lib.SAMPLE_RATE))
+        pieces += [gap, src]
+        total += len(gap) + len(src)
+    return np.concatenate(pieces)[:n]
+
+
+def pink_noise(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Unit-RMS 1/f noise."""
+    spec = np.fft.rfft(rng.normal(0, 1, n))
+    spec /= np.sqrt(np.maximum(np.fft.rfftfreq(n, 1 / audio_lib.SAMPLE_RATE), 20.0))
+    noise = np.fft.irfft(spec, n=n)
+    return noise / np.sqrt(np.mean(noise ** 2))
+
+
+def make_sound(rng: np.random.Generator, sound: torch.Tensor, n: int = audio_lib.CLIP_SAMPLES) -> np.ndarray:
+    """The clip's 3 s: a varied take of the recording, cropped or looped, peak-normalised, gain
+    U(-12, -3) dB, plus pink noise at an SNR of U(5, 25) dB (relative to the clip's RMS)."""
+    out = crop_or_loop(rng, vary_recording(rng, sound.numpy().astype(np.float64)), n)
     peak = np.abs(out).max()
     out = out / peak if peak > 0 else out
     out *= 10 ** (rng.uniform(-12, -3) / 20)
-    out += rng.normal(0, 1, n) * 10 ** (-rng.uniform(35, 50) / 20) * np.abs(out).max()
+    rms = np.sqrt(np.mean(out ** 2))
+    out += pink_noise(rng, n) * rms * 10 ** (-rng.uniform(*SNR_DB) / 20)
     return np.clip(out, -1, 1).astype(np.float32)
 
 
