@@ -41,6 +41,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import math
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -88,10 +89,13 @@ def load_checkpoint(path: str | Path) -> dict:
 
 
 def resolve_device(name: str = "auto") -> torch.device:
+    """'auto' | 'cpu' | 'cuda' | 'cuda:N' -> a device; plain 'cuda' means cuda:LOCAL_RANK under DDP."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"config key 'device': {name!r} requested but CUDA is not available")
+    if name == "cuda":
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     return torch.device(name)
 
 
@@ -189,7 +193,7 @@ def train(model: torch.nn.Module, loss_fn: LossFn, train_set: Dataset, cfg: Opti
     if world > 1:
         net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         net = torch.nn.parallel.DistributedDataParallel(
-            net, device_ids=[dev.index or 0] if dev.type == "cuda" else None)
+            net, device_ids=[dev.index] if dev.type == "cuda" else None)
 
     sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True,
                                  seed=seed, drop_last=True)

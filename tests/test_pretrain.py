@@ -88,6 +88,16 @@ def test_smoke_pretraining_loss_falls_and_knn_curve_is_written(smoke_manifest, t
     assert any(k.startswith("encoder.fusion_blocks.") for k in ckpt["state_dict"])
     assert any(k.startswith("image_decoder_") for k in ckpt["state_dict"])
 
+    # the standalone knn-probe job on the final checkpoint reproduces the last row of knn.csv
+    from avfusion.tasks import knn_probe
+
+    probe_cfg = load_job_config(knn_probe.Config, [], [
+        f"checkpoint={tmp_path}", "model.preset=deepavfusion-smoke", f"data.manifest={smoke_manifest}",
+        "data.split=train", "data.image_size=64", "data.batch_size=12", "device=cpu"])
+    probe = knn_probe.run(probe_cfg, tmp_path / "probe")
+    for col in ("acc_audio", "acc_image", "acc_fusion", "acc_all"):
+        assert probe[f"knn_{col}"] == pytest.approx(float(knn[-1][col]), abs=1e-4)
+
 
 def test_unimodal_mae_run_initialises_the_audio_visual_branch(smoke_manifest, tmp_path):
     torch.set_num_threads(1)

@@ -114,6 +114,7 @@ def run(cfg: Config, out_dir: Path) -> dict:
     out_dir = Path(out_dir)
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
+    dist_utils.init_distributed(device.type)                 # no-op unless WORLD_SIZE > 1
     encoder = build_encoder_from_config(cfg.model_dict(), cfg.init.checkpoint)
     train_set = clip_dataset(cfg.data, cfg.data.train_split, train=True)
     eval_set = clip_dataset(cfg.data, cfg.data.eval_split, train=False)

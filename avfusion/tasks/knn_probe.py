@@ -146,6 +146,7 @@ def run(cfg: Config, out_dir: Path) -> dict:
     t0 = time.perf_counter()
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
+    dist_utils.init_distributed(device.type)                 # no-op unless WORLD_SIZE > 1
     encoder = build_encoder(cfg.model)
     if cfg.checkpoint:
         load_encoder_from_checkpoint(encoder, str(resolve_checkpoint_file(cfg.checkpoint)))

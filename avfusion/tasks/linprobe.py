@@ -158,6 +158,7 @@ def run(cfg: Config, out_dir: Path) -> dict:
     out_dir = Path(out_dir)
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
+    dist_utils.init_distributed(device.type)                 # no-op unless WORLD_SIZE > 1
     encoder = build_encoder_from_config(cfg.model, cfg.init.checkpoint).to(device)
     make = lambda splits, is_train: clip_dataset(cfg.data, splits, is_train)  # noqa: E731
     eval_set = make(cfg.data.eval_split, False)

@@ -137,6 +137,7 @@ def run(cfg: Config, out_dir: Path) -> dict:
     out_dir = Path(out_dir)
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
+    dist_utils.init_distributed(device.type)                 # no-op unless WORLD_SIZE > 1
     model = build_pretrain_model(dict(cfg.model))          # bad model keys fail here, before any data
     load_unimodal_init(model, cfg.init)
     train_set = AVClipDataset(cfg.data.manifest, cfg.data.split, train=True, image_size=cfg.data.image_size)
