@@ -44,7 +44,14 @@ def _reduced_dim(dim: int, num_heads: int, attn_ratio: float) -> int:
 
 
 class CrossAttention(nn.Module):
-    """Full-width multi-head cross-attention: q (D->D), kv (D->2D), proj (D->D), scale 1/sqrt(D/H)."""
+    """Full-width multi-head cross-attention: q (D->D), kv (D->2D), proj (D->D), scale 1/sqrt(D/H).
+
+    With few queries and many keys (the factorized block's 8 aggregation tokens over 196 image or
+    96 audio tokens) the key/value projection of every token dominates the cost. The same output
+    is then computed with the projections moved to the query side (exact): per head h,
+    q_h . (W_k,h x + b_k,h) = (W_k,h^T q_h) . x + const (the key bias cancels in the softmax) and
+    sum_j p_j (W_v,h x_j + b_v,h) = W_v,h (sum_j p_j x_j) + b_v,h. `forward` picks the cheaper form.
+    """
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, attn_drop: float = 0.0,
                  proj_drop: float = 0.0):
@@ -62,10 +69,31 @@ class CrossAttention(nn.Module):
     def forward(self, x_q: torch.Tensor, x_kv: torch.Tensor) -> torch.Tensor:
         """x_q (B, Nq, D), x_kv (B, Nk, D) -> (B, Nq, D)."""
         q = _split_heads(self.q(x_q), self.num_heads)                     # (B, H, Nq, hd)
+        D, Nq, Nk = x_kv.shape[2], x_q.shape[1], x_kv.shape[1]
+        # multiply-adds: k/v projection of Nk tokens + attention, vs query-side projections + attention in D dims
+        projected_cost = 2 * Nk * D * D + 2 * Nq * Nk * D
+        absorbed_cost = 2 * Nq * D * D + 2 * self.num_heads * Nq * Nk * D
+        attend = self._attend_absorbed if absorbed_cost < projected_cost else self._attend_projected
+        return self.proj_drop(self.proj(_merge_heads(attend(q, x_kv))))  # (B, Nq, D)
+
+    def _attend_projected(self, q: torch.Tensor, x_kv: torch.Tensor) -> torch.Tensor:
         k, v = (_split_heads(t, self.num_heads) for t in self.kv(x_kv).chunk(2, dim=-1))  # (B, H, Nk, hd)
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0,
-                                             scale=self.scale)            # (B, H, Nq, hd)
-        return self.proj_drop(self.proj(_merge_heads(out)))               # (B, Nq, D)
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0,
+                                              scale=self.scale)           # (B, H, Nq, hd)
+
+    def _attend_absorbed(self, q: torch.Tensor, x_kv: torch.Tensor) -> torch.Tensor:
+        B, H, Nq, hd = q.shape
+        D = x_kv.shape[2]
+        w_k, w_v = self.kv.weight[:D].view(H, hd, D), self.kv.weight[D:].view(H, hd, D)  # (H, hd, D) each
+        q_in = torch.einsum("bhqe,hed->bhqd", q, w_k).reshape(B, 1, H * Nq, D)  # (B, 1, H*Nq, D)
+        tokens = x_kv.unsqueeze(1)                                        # (B, 1, Nk, D): shared by all heads
+        mixed = F.scaled_dot_product_attention(q_in, tokens, tokens,
+                                               dropout_p=self.attn_drop if self.training else 0.0,
+                                               scale=self.scale)          # (B, 1, H*Nq, D) = sum_j p_j x_j
+        out = torch.einsum("bhqd,hed->bhqe", mixed.reshape(B, H, Nq, D), w_v)  # (B, H, Nq, hd)
+        if self.kv.bias is not None:                                      # value bias; the key bias cancels
+            out = out + self.kv.bias[D:].view(1, H, 1, hd)
+        return out
 
 
 class TokenCrossAttention(nn.Module):
