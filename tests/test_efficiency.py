@@ -268,3 +268,39 @@ def test_flop_count_includes_cpu_attention_forward_and_backward():
     backward = efficiency.flops_of(lambda: F.scaled_dot_product_attention(q, k, v).sum().backward())
     # backward: torch's formula (5 matmuls: dV, dP, dQ, dK and the recomputed scores) = 2.5x forward
     assert backward == 4 * 2 * 3 * 5 * 7 * 8 * (1 + 2.5)
+
+
+# ---------------------------------------------------------------------------------------------
+# aggregation cross-attention: projections moved to the query side when that is cheaper
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+@pytest.mark.parametrize("n_keys", [196, 19])   # full grid, and the visible count of masked pretraining
+def test_cross_attention_absorbed_form_equals_projected_keys_and_values(dtype, tol, n_keys):
+    from avfusion.models.fusion import CrossAttention
+
+    torch.manual_seed(0)
+    attn = CrossAttention(64, 4).to(dtype).eval()
+    with torch.no_grad():
+        for p in attn.parameters():   # biases too: the key bias must cancel, the value bias must not
+            p.normal_(0, 0.3)
+        x_q, x_kv = torch.randn(2, 8, 64, dtype=dtype), torch.randn(2, n_keys, 64, dtype=dtype)
+        q = attn.q(x_q).reshape(2, 8, 4, 16).transpose(1, 2)              # (B, H, Nq, hd)
+        ref, got = attn._attend_projected(q, x_kv), attn._attend_absorbed(q, x_kv)
+    assert ((got - ref).norm() / ref.norm()).item() < tol and ref.abs().max() > 1.0
+
+
+def test_aggregation_attention_costs_less_at_paper_size():
+    from avfusion.models.fusion import CrossAttention
+
+    attn = CrossAttention(768, 12).eval().requires_grad_(False)
+    x_q, x_kv = torch.randn(1, 8, 768), torch.randn(1, 196, 768)
+    with torch.no_grad():
+        q = attn.q(x_q).reshape(1, 8, 12, 64).transpose(1, 2)
+        projected = efficiency.flops_of(lambda: attn._attend_projected(q, x_kv))
+        absorbed = efficiency.flops_of(lambda: attn._attend_absorbed(q, x_kv))
+        chosen = efficiency.flops_of(lambda: attn(x_q, x_kv))
+    assert projected == 2 * 196 * 768 * 1536 + 4 * 12 * 8 * 196 * 64
+    assert absorbed == 2 * 2 * 12 * 8 * 64 * 768 + 4 * 12 * 8 * 196 * 768
+    assert absorbed < projected / 5
+    assert chosen == absorbed + 2 * 2 * 8 * 768 * 768   # + the q and proj linears
