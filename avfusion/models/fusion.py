@@ -211,14 +211,34 @@ class FactorizedCrossAttention(nn.Module):
         f, g_v, g_a = m.split(self.fusion_tokens, dim=1)
         g_v = self.attn_v(g_v, image)                                     # (B, n_aggV, D)
         g_a = self.attn_a(g_a, audio)                                     # (B, n_aggA, D)
-        pairs = _pairs(g_v, g_a)                                          # (B, n_aggV*n_aggA, 2D)
         q = _split_heads(self.q(f), self.num_heads)                       # (B, H, n_fus, d/H)
-        k = _split_heads(self.k(pairs), self.num_heads)                   # (B, H, P, d/H)
-        v = _split_heads(self.v(pairs), self.num_heads)                   # (B, H, P, D/H)
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0,
-                                             scale=self.scale)            # (B, H, n_fus, D/H)
+        if self.training and self.attn_drop > 0:   # dropout over pairs does not factorize (spec 9)
+            out = self._attend_pairs(q, g_v, g_a)
+        else:
+            out = self._attend_factorized(q, g_v, g_a)
         f = self.proj_drop(self.proj(_merge_heads(out)))                  # (B, n_fus, D)
         return torch.cat([f, g_v, g_a], dim=1)
+
+    def _attend_pairs(self, q: torch.Tensor, g_v: torch.Tensor, g_a: torch.Tensor) -> torch.Tensor:
+        pairs = _pairs(g_v, g_a)                                          # (B, n_aggV*n_aggA, 2D)
+        k = _split_heads(self.k(pairs), self.num_heads)                   # (B, H, P, d/H)
+        v = _split_heads(self.v(pairs), self.num_heads)                   # (B, H, P, D/H)
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0,
+                                              scale=self.scale)           # (B, H, n_fus, D/H)
+
+    def _attend_factorized(self, q: torch.Tensor, g_v: torch.Tensor, g_a: torch.Tensor) -> torch.Tensor:
+        """Spec 9 on the pairs [g_v_i ; g_a_j]: softmax over pairs = softmax over i x softmax over j,
+        so attention over the pairs = attention over g_v + attention over g_a (+ value bias)."""
+        D = g_v.shape[2]
+        k_v = _split_heads(F.linear(g_v, self.k.weight[:, :D]), self.num_heads)   # (B, H, n_aggV, d/H)
+        k_a = _split_heads(F.linear(g_a, self.k.weight[:, D:]), self.num_heads)   # (B, H, n_aggA, d/H)
+        v_v = _split_heads(F.linear(g_v, self.v.weight[:, :D]), self.num_heads)   # (B, H, n_aggV, D/H)
+        v_a = _split_heads(F.linear(g_a, self.v.weight[:, D:]), self.num_heads)   # (B, H, n_aggA, D/H)
+        out = (F.scaled_dot_product_attention(q, k_v, v_v, scale=self.scale)      # (B, H, n_fus, D/H)
+               + F.scaled_dot_product_attention(q, k_a, v_a, scale=self.scale))
+        if self.v.bias is not None:                                       # the key bias cancels in the softmax
+            out = out + self.v.bias.view(1, self.num_heads, 1, D // self.num_heads)
+        return out
 
 
 class _FusionBlock(nn.Module):
