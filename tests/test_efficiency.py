@@ -143,7 +143,7 @@ def _count_sdpa(monkeypatch, fn) -> tuple[int, set]:
 HAND_ATTENTION = {"softmax", "softmax_", "log_softmax", "matmul", "__matmul__", "bmm", "baddbmm"}
 
 # (arch, dense_impl) -> SDPA calls per fusion block
-PER_FUSION_BLOCK = {("factorized", "fast"): 3, ("dense", "naive"): 1, ("dense", "fast"): 2, ("token", "fast"): 1}
+PER_FUSION_BLOCK = {("factorized", "fast"): 4, ("dense", "naive"): 1, ("dense", "fast"): 2, ("token", "fast"): 1}
 
 
 @pytest.mark.parametrize("arch,impl", list(PER_FUSION_BLOCK))
@@ -164,7 +164,7 @@ def test_pretraining_model_attention_calls_sdpa_encoder_and_decoders(monkeypatch
     model = build_pretrain_model({"preset": "deepavfusion-smoke"}).eval()   # depth 2, decoder depth 1
     image, audio = torch.randn(1, 3, 64, 64), torch.randn(1, 1, 128, 192)
     count, ops = _count_sdpa(monkeypatch, lambda: model(image, audio))
-    assert count == 2 * 2 + 2 * 3 + 2 * 1
+    assert count == 2 * 2 + 2 * 4 + 2 * 1   # branches, factorized blocks (2 aggregation + 2 pair halves), decoders
     assert not ops & HAND_ATTENTION
 
 
@@ -304,3 +304,19 @@ def test_aggregation_attention_costs_less_at_paper_size():
     assert absorbed == 2 * 2 * 12 * 8 * 64 * 768 + 4 * 12 * 8 * 196 * 768
     assert absorbed < projected / 5
     assert chosen == absorbed + 2 * 2 * 8 * 768 * 768   # + the q and proj linears
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+def test_factorized_pair_attention_identity_equals_materialised_pairs(dtype, tol):
+    from avfusion.models.fusion import FactorizedFusionBlock
+
+    torch.manual_seed(0)
+    attn = FactorizedFusionBlock(64, 4, attn_ratio=0.25, fusion_tokens=(16, 8, 8)).attn.to(dtype).eval()
+    with torch.no_grad():
+        for p in attn.parameters():
+            p.normal_(0, 0.3)
+        q = torch.randn(2, 4, 16, 4, dtype=dtype)                        # (B, H, n_fus, d/H)
+        g_v, g_a = torch.randn(2, 8, 64, dtype=dtype), torch.randn(2, 8, 64, dtype=dtype)
+        ref, got = attn._attend_pairs(q, g_v, g_a), attn._attend_factorized(q, g_v, g_a)
+    assert got.shape == (2, 4, 16, 16)
+    assert ((got - ref).norm() / ref.norm()).item() < tol and ref.abs().max() > 1.0
