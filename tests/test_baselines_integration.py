@@ -1,0 +1,99 @@
+"""Baselines through the project's own jobs on the smoke tuxav benchmark (real Tux Paint media):
+CAV-MAE and the unimodal MAEs via `avfusion pretrain`, their encoders via `linprobe` and
+`separation`, Sound of Pixels via `separation --set method=sound_of_pixels`, NMF via `classical-separation`."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from threadpoolctl import threadpool_limits
+
+from avfusion.cli import main as cli_main
+from avfusion.data.tuxav import make_tuxav
+from avfusion.models.presets import model_config
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    """torch/BLAS on one thread (2 shared cores: more threads only spin); restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(threads)
+
+FAST = ["--set", "scale=smoke", "--set", "data.image_size=64", "--set", "optim.epochs=1",
+        "--set", "optim.batch_size=8", "--set", "optim.max_steps_per_epoch=2"]
+
+
+@pytest.fixture(scope="module")
+def tuxav(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tuxav")
+    make_tuxav(out, scale="smoke")
+    return out
+
+
+def _run(command, out, *args):
+    assert cli_main([command, *FAST, *args, "--out", str(out)]) == 0
+    return json.loads((out / "metrics.json").read_text())["metrics"]
+
+
+@pytest.fixture(scope="module")
+def cav_run(tuxav, tmp_path_factory):
+    """CAV-MAE pretrained (2 steps) from two unimodal MAE runs, as the DAG does at tiny/smoke."""
+    runs = tmp_path_factory.mktemp("runs")
+    data = ["--set", f"data.manifest={tuxav}", "--set", "knn.enabled=false"]
+    _run("pretrain", runs / "mae_image", "--set", "model.preset=mae-image-smoke", *data)
+    _run("pretrain", runs / "mae_audio", "--set", "model.preset=mae-audio-smoke", *data)
+    _run("pretrain", runs / "cav", "--set", "model.preset=cav-mae-smoke", *data,
+         "--set", f"init.image={runs / 'mae_image'}", "--set", f"init.audio={runs / 'mae_audio'}")
+    return runs
+
+
+def test_cav_mae_pretrains_from_unimodal_runs(cav_run):
+    cav = json.loads((cav_run / "cav/metrics.json").read_text())["metrics"]
+    assert {"loss", "loss_image", "loss_audio", "loss_contrastive"} <= set(cav)
+    assert cav["loss"] == pytest.approx(cav["loss_image"] + cav["loss_audio"] + 0.01 * cav["loss_contrastive"],
+                                        rel=1e-5)
+    # the unimodal runs initialised the branches: after 2 warm-up steps the CAV-MAE audio block is still
+    # the audio MAE's (a random init would differ by far more)
+    ckpt = torch.load(cav_run / "cav/checkpoints/checkpoint_latest.pth", map_location="cpu", weights_only=False)
+    mae = torch.load(cav_run / "mae_audio/checkpoints/checkpoint_latest.pth", map_location="cpu", weights_only=False)
+    key = "audio.blocks.0.mlp.fc1.weight"
+    assert (ckpt["state_dict"][f"encoder.{key}"] - mae["state_dict"][f"encoder.{key}"]).abs().max() < 0.01
+    print("cav-mae smoke pretrain:", {k: round(v, 3) for k, v in cav.items() if isinstance(v, float)})
+
+
+def test_cav_mae_features_go_through_the_linear_probe(tuxav, cav_run, tmp_path):
+    lp = _run("linprobe", tmp_path / "lp", "--set", f"data.manifest={tuxav}", "--set", "model.preset=cav-mae-smoke",
+              "--set", f"init.checkpoint={cav_run / 'cav'}", "--set", "optim.warmup_epochs=0")
+    assert all(0.0 <= lp[k] <= 100.0 for k in ("acc_all", "acc_image", "acc_audio", "acc_fusion"))
+    print("cav-mae smoke linprobe:", {k: lp[k] for k in ("acc_all", "acc_image", "acc_audio", "acc_fusion")})
+
+
+def test_audio_mae_features_go_through_the_linear_probe(tuxav, tmp_path):
+    data = ["--set", f"data.manifest={tuxav}"]
+    _run("pretrain", tmp_path / "pt", "--set", "model.preset=mae-audio-smoke", "--set", "knn.enabled=false", *data)
+    lp = _run("linprobe", tmp_path / "lp", "--set", "model.preset=mae-audio-smoke", *data,
+              "--set", f"init.checkpoint={tmp_path / 'pt'}", "--set", "heads=[audio]", "--set", "optim.warmup_epochs=0")
+    assert set(lp) >= {"acc_audio", "acc_all"} and lp["acc_audio"] == lp["acc_all"]
+
+
+def test_classical_separation_job_writes_metrics_over_manifest_pairs(tuxav, tmp_path):
+    """`avfusion classical-separation` on the smoke tuxav benchmark's fixed test pairs."""
+    import csv
+
+    out = tmp_path / "run"
+    assert cli_main(["classical-separation", "--set", "method=nmf", "--set", f"data.manifest={tuxav}",
+                     "--set", "data.max_pairs=2", "--set", "nmf.n_components=8", "--set", "nmf.n_iter=50",
+                     "--set", "scale=smoke", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())["metrics"]
+    assert set(metrics) == {"sdr", "sir", "sar", "sdr_mix", "n_pairs", "n_skipped"}
+    assert metrics["n_pairs"] + metrics["n_skipped"] == 2
+    with open(out / "log.csv") as fh:
+        rows = [r for r in csv.DictReader(fh) if not r["skipped"]]
+    assert len(rows) == metrics["n_pairs"] > 0
+    for key in ("sdr", "sir", "sar", "sdr_mix"):
+        assert metrics[key] == pytest.approx(sum(float(r[key]) for r in rows) / len(rows))
+    print("classical-separation nmf on 2 tuxav smoke pairs:", metrics)
