@@ -11,10 +11,10 @@ task_datasets come from <tables folder>/scales/<scale>.yaml.
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from .claims import evaluate_claims, write_claims
-from .figures import ablation_curves, efficiency_bars, example_figures, figure3
 from .published import PUBLISHED_YAML, load_published
 from .tables import ScaleContext, build_table, load_tables_config, scale_context, write_table
 
@@ -34,6 +34,8 @@ def make_table(cfg: dict, table_id: str, runs: Path, out: Path, ctx: ScaleContex
     written = list(write_table(cells, table, out, table_id))
     figure = table.get("figure")
     if figure:
+        from .figures import ablation_curves, efficiency_bars  # matplotlib only where a figure is drawn
+
         path = table_figure_path(out, table_id, figure["kind"])
         if figure["kind"] == "efficiency_bars":
             written.append(efficiency_bars(cells, path, figure["columns"]))
@@ -55,6 +57,8 @@ def make_figure3(cfg: dict, runs: Path, out: Path, published=None) -> Path | Non
     if not knn.exists():
         print(f"figure3 skipped: {knn} does not exist (run missing)", flush=True)
         return None
+    from .figures import figure3
+
     readme = {name: published.value(f"readme.knn_curve_{name}") for name in ("fusion", "audio", "image")
               if f"readme.knn_curve_{name}" in published}
     return figure3(knn, out / "figure3.png", spec.get("title", ""), readme)
@@ -80,13 +84,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scale", default=None, help="default: the name of the --runs folder")
     parser.add_argument("--config-dir", type=Path, default=None,
                         help="folder with scales/<scale>.yaml and experiments.yaml (default: that of --tables)")
+    parser.add_argument("--task-datasets", default=None,
+                        help="JSON {task: [datasets]} overriding scales/<scale>.yaml (the DAG passes its config)")
     parser.add_argument("--only", nargs="*", default=None, help="table ids (tables command)")
 
 
 def main(args: argparse.Namespace) -> int:
     cfg = load_tables_config(args.tables)
     published = load_published(cfg.get("published", PUBLISHED_YAML))
-    ctx = scale_context(cfg, args.scale or args.runs.name, args.config_dir)
+    ctx = scale_context(cfg, args.scale or args.runs.name, args.config_dir,
+                        json.loads(args.task_datasets) if args.task_datasets else None)
     if args.what in ("tables", "all"):
         for table_id in args.only or list(cfg["tables"]):
             make_table(cfg, table_id, args.runs, args.out, ctx, published)
@@ -94,6 +101,8 @@ def main(args: argparse.Namespace) -> int:
         path = make_figure3(cfg, args.runs, args.out, published)
         if path:
             print(f"wrote {path}")
+        from .figures import example_figures
+
         written, notes = example_figures(args.runs, args.out / "figures")
         for path in written:
             print(f"wrote {path}")

@@ -46,7 +46,7 @@ def figure3(knn_csv: Path, out: Path, title: str = "", readme_curve: dict | None
     """Nearest-neighbour accuracy of audio, image, fusion (and all) features over training steps."""
     data = read_knn_csv(knn_csv)
     order = np.argsort(data["step"], kind="stable")
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
     for col, style in zip(KNN_COLUMNS, ("-o", "-s", "-^", "--")):
         ax.plot(data["step"][order], data[col][order], style, label=col.replace("acc_", "").capitalize(), ms=4)
     ax.set_xlabel("training step")
@@ -64,8 +64,9 @@ def figure3(knn_csv: Path, out: Path, title: str = "", readme_curve: dict | None
 def efficiency_bars(cells: list[dict], out: Path, columns: list[str]) -> Path:
     """Bars of the efficiency columns (published on the paper's GPU beside ours at this scale)."""
     rows = list(dict.fromkeys(c["row"] for c in cells))
+    names = {c["row"]: f"{c['row']}\n[{c['variant'] or 'quoted'}]" for c in cells}
     labels = {c["column_id"]: c["column"] for c in cells}
-    fig, axes = plt.subplots(len(columns), 2, figsize=(9, 3 * len(columns)), squeeze=False)
+    fig, axes = plt.subplots(len(columns), 2, figsize=(10, 3.6 * len(columns)), squeeze=False, layout="constrained")
     scale = cells[0]["scale"] if cells else ""
     for i, col in enumerate(columns):
         for j, (key, who) in enumerate((("published", "paper (ViT-B, GPU)"), ("ours", f"ours ({scale})"))):
@@ -76,7 +77,7 @@ def efficiency_bars(cells: list[dict], out: Path, columns: list[str]) -> Path:
             for b, v in zip(bars, values):
                 ax.annotate("missing" if v is None else f"{v:.3g}", (b.get_x() + b.get_width() / 2, b.get_height()),
                             ha="center", va="bottom", fontsize=7)
-            ax.set_xticks(range(len(rows)), [r[:28] for r in rows], rotation=20, ha="right", fontsize=7)
+            ax.set_xticks(range(len(rows)), [names[r] for r in rows], fontsize=7)
             ax.set_title(f"{labels.get(col, col)}: {who}", fontsize=9)
     return _save(fig, out)
 
@@ -85,20 +86,25 @@ def ablation_curves(cells: list[dict], groups: dict[str, str], out: Path) -> Pat
     """Metric vs # fusion layers / tokens / aggregation tokens: ours and published, one panel per (group, metric)."""
     columns = list(dict.fromkeys(c["column_id"] for c in cells))
     labels = {c["column_id"]: c["column"] for c in cells}
-    fig, axes = plt.subplots(len(groups), len(columns), figsize=(4 * len(columns), 3 * len(groups)), squeeze=False)
+    fig, axes = plt.subplots(len(groups), len(columns), figsize=(4.5 * len(columns), 3.2 * len(groups)),
+                             squeeze=False, layout="constrained")
     for i, (group, group_title) in enumerate(groups.items()):
         for j, col in enumerate(columns):
             ax = axes[i][j]
             part = sorted((c for c in cells if c["group"] == group and c["column_id"] == col), key=lambda c: c["x"])
-            for key, style, name in (("published", "o--", "paper"), ("ours", "s-", "ours")):
+            ours_ax = ax.twinx()  # ours on its own (right) axis: the scales differ from the paper's
+            for axis, key, style, color, name in ((ax, "published", "o--", "C0", "paper (left axis)"),
+                                                  (ours_ax, "ours", "s-", "C1", "ours (right axis)")):
                 points = [(c["x"], c[key]) for c in part if c[key] is not None]
                 if points:
-                    ax.plot(*zip(*points), style, label=name, ms=4)
+                    axis.plot(*zip(*points), style, color=color, label=name, ms=4)
+                axis.tick_params(axis="y", labelcolor=color, labelsize=7)
             if not any(c["ours"] is not None for c in part):
                 ax.text(0.5, 0.5, "ours: no runs", transform=ax.transAxes, ha="center", color="gray")
             ax.set_xlabel(group_title, fontsize=8)
             ax.set_title(f"({group}) {labels.get(col, col)}", fontsize=9)
-            ax.legend(fontsize=7)
+            handles = ax.get_legend_handles_labels()[0] + ours_ax.get_legend_handles_labels()[0]
+            ax.legend(handles=handles, fontsize=7)
             ax.grid(alpha=0.3)
     return _save(fig, out)
 
@@ -124,7 +130,7 @@ def separation_examples(npz: Path, out: Path, n: int = 2) -> Path:
     data = np.load(npz)
     mix, sources, masks = data["mix_audio"], data["source_audio"], data["pred_mask"]  # (N,F,T), (N,2,F,T), (N,2,F,T)
     n = min(n, len(mix))
-    fig, axes = plt.subplots(n, 5, figsize=(15, 2.6 * n), squeeze=False)
+    fig, axes = plt.subplots(n, 5, figsize=(15, 2.6 * n), squeeze=False, layout="constrained")
     for i in range(n):
         panels = [(mix[i], "mixture log-mel")] + [(sources[i, s], f"source {s + 1}") for s in range(2)] \
             + [(masks[i, s], f"predicted mask {s + 1}") for s in range(2)]
@@ -140,7 +146,7 @@ def overlay_examples(npz: Path, out: Path, target_key: str, n: int = 4) -> Path:
     data = np.load(npz)
     images, targets, preds = data["image"], data[target_key], data["pred"]
     n = min(n, len(images))
-    fig, axes = plt.subplots(n, 3, figsize=(7.5, 2.5 * n), squeeze=False)
+    fig, axes = plt.subplots(n, 3, figsize=(7.5, 2.5 * n), squeeze=False, layout="constrained")
     for i in range(n):
         image = _image_hwc(images[i])
         axes[i][0].imshow(image)

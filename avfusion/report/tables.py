@@ -67,21 +67,23 @@ def load_tables_config(path: str | Path) -> dict:
     return cfg
 
 
-def scale_context(cfg: dict, scale: str, config_dir: str | Path | None = None) -> ScaleContext:
-    """task_datasets from <config_dir>/scales/<scale>.yaml, kinds from <config_dir>/experiments.yaml
-    (config_dir defaults to the folder of tables.yaml)."""
+def scale_context(cfg: dict, scale: str, config_dir: str | Path | None = None,
+                  task_datasets: dict | None = None) -> ScaleContext:
+    """task_datasets (unless given) from <config_dir>/scales/<scale>.yaml, kinds from
+    <config_dir>/experiments.yaml (config_dir defaults to the folder of tables.yaml)."""
     config_dir = Path(config_dir or Path(cfg["_path"]).parent)
     scale_file = config_dir / "scales" / f"{scale}.yaml"
-    try:
-        scale_cfg = yaml.safe_load(scale_file.read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"{scale_file}: no scale config for scale {scale!r} (needed for task_datasets)") from None
+    if task_datasets is None:
+        try:
+            task_datasets = (yaml.safe_load(scale_file.read_text()) or {}).get("task_datasets", {})
+        except FileNotFoundError:
+            raise ConfigError(f"{scale_file}: no scale config for scale {scale!r} (needed for task_datasets)") from None
     kinds = {}
     experiments = config_dir / "experiments.yaml"
     if experiments.exists():
         kinds = {name: spec.get("kind", "") for name, spec in
                  (yaml.safe_load(experiments.read_text()) or {}).get("variants", {}).items()}
-    return ScaleContext(scale, scale_cfg.get("task_datasets", {}), kinds)
+    return ScaleContext(scale, task_datasets, kinds)
 
 
 def column_dataset(cfg: dict, col: dict, scale: str) -> str | None:
