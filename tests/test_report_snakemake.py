@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -17,7 +18,8 @@ from avfusion.report.tables import ScaleContext, load_tables_config, required_ru
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 TABLES = [f"table{i}" for i in range(1, 8)]
-FIGURES = ["figure3.png", "figures/table5_efficiency.png", "figures/table6_curves.png"]
+FIGURES = ["figure3.png", "figures/table5_efficiency.png", "figures/table6_curves.png",
+           "figures/separation_examples.png", "figures/segmentation_examples.png", "figures/localization_examples.png"]
 
 
 def smoke_context() -> ScaleContext:
@@ -36,6 +38,14 @@ def write_fixture_runs(root: Path, paths: list[str]) -> None:
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"metrics": metrics, "provenance": {"scale": "smoke"}, "config": {}}))
+    rng = np.random.default_rng(0)  # examples.npz as the separation / segmentation tasks write them
+    runs = root / "results/runs/smoke"
+    if (runs / "separation/deepavfusion").is_dir():
+        np.savez(runs / "separation/deepavfusion/examples.npz", mix_audio=rng.random((2, 128, 192)),
+                 source_audio=rng.random((2, 2, 128, 192)), pred_mask=rng.random((2, 2, 128, 192)))
+    if (runs / "segmentation/deepavfusion").is_dir():
+        np.savez(runs / "segmentation/deepavfusion/examples.npz", image=rng.integers(0, 255, (2, 64, 64, 3), dtype=np.uint8),
+                 mask=(rng.random((2, 64, 64)) > 0.5).astype(np.float32), pred=rng.random((2, 64, 64)))
     knn = root / "results/runs/smoke/pretrain/deepavfusion/knn.csv"
     knn.parent.mkdir(parents=True, exist_ok=True)
     knn.write_text("epoch,step,acc_audio,acc_image,acc_fusion,acc_all\n0,0,6.0,7.0,5.0,8.0\n"
@@ -76,7 +86,8 @@ def test_report_rules_build_every_output_and_the_html_report(workdir):
     cfg = load_tables_config(REPO / "workflow/config/tables.yaml")
     ctx = smoke_context()
     runs = {p for t in TABLES for p in required_runs(cfg, t, Path("results/runs/smoke"), ctx)}
-    runs.add("results/runs/smoke/pretrain/deepavfusion/metrics.json")
+    runs.update(f"results/runs/smoke/{task}/deepavfusion/metrics.json"
+                for task in ("pretrain", "separation", "segmentation", "localization"))
     write_fixture_runs(workdir, sorted(runs))
     done = snakemake(workdir)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -84,6 +95,9 @@ def test_report_rules_build_every_output_and_the_html_report(workdir):
         assert (workdir / f"results/{t}.csv").stat().st_size > 0 and (workdir / f"results/{t}.md").stat().st_size > 0
     for figure in FIGURES:
         assert (workdir / "results" / figure).read_bytes()[:4] == b"\x89PNG"
+    # localization wrote no examples.npz here: its figure is a note, the others are drawn
+    sizes = {f: (workdir / "results" / f).stat().st_size for f in FIGURES}
+    assert sizes["figures/localization_examples.png"] < sizes["figures/separation_examples.png"]
     claims = (workdir / "results/claims.md").read_text()
     assert "## fig3_fusion_tokens_most_semantic" in claims
     assert "| ours |  | fusion = 30, audio = 20, image = 15 | holds |" in claims

@@ -160,19 +160,30 @@ def overlay_examples(npz: Path, out: Path, target_key: str, n: int = 4) -> Path:
     return _save(fig, out)
 
 
+def note_figure(out: Path, text: str) -> Path:
+    """A PNG that says why a figure could not be drawn (so the report shows the gap, not nothing)."""
+    fig, ax = plt.subplots(figsize=(6, 1.6), layout="constrained")
+    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=9, wrap=True)
+    ax.axis("off")
+    return _save(fig, out)
+
+
+EXAMPLE_TASKS = ("separation", "segmentation", "localization")
+
+
 def example_figures(runs: Path, out_dir: Path, variant: str = "deepavfusion") -> tuple[list[Path], list[str]]:
-    """The example figures whose examples.npz exist; notes say which were skipped and why."""
+    """<out_dir>/<task>_examples.png from each task's examples.npz; a note figure where there is none."""
     written, notes = [], []
-    specs = [("separation", lambda p, o: separation_examples(p, o)),
-             ("segmentation", lambda p, o: overlay_examples(p, o, "mask")),
-             ("localization", lambda p, o: overlay_examples(p, o, "gt_map"))]
-    for task, draw in specs:
-        npz = runs / task / variant / "examples.npz"
-        if not npz.exists():
-            notes.append(f"{task} examples skipped: {npz} does not exist")
-            continue
+    draw = {"separation": lambda p, o: separation_examples(p, o),
+            "segmentation": lambda p, o: overlay_examples(p, o, "mask"),
+            "localization": lambda p, o: overlay_examples(p, o, "gt_map")}
+    for task in EXAMPLE_TASKS:
+        npz, out = runs / task / variant / "examples.npz", out_dir / f"{task}_examples.png"
         try:
-            written.append(draw(npz, out_dir / f"{task}_examples.png"))
-        except (KeyError, ValueError, IndexError) as err:
-            notes.append(f"{task} examples skipped: {npz}: unexpected content ({err})")
+            if not npz.exists():
+                raise FileNotFoundError(f"{npz} does not exist")
+            written.append(draw[task](npz, out))
+        except (FileNotFoundError, KeyError, ValueError, IndexError) as err:
+            notes.append(f"{task} examples skipped: {err}")
+            written.append(note_figure(out, f"{task} examples of {variant}: skipped\n{err}"))
     return written, notes

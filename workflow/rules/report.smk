@@ -90,12 +90,19 @@ rule report_table_curves:
     shell: _REPORT_CMD.replace("report --", "report tables --only table6 --", 1)
 
 
-rule report_figure3:
-    """Figure 3: kNN accuracy of audio / image / fusion features over pretraining steps."""
+rule report_figures:
+    """Figure 3 (kNN accuracy of audio / image / fusion features over pretraining steps) and the
+    separation / segmentation / localization examples of deepavfusion (a note image where a run
+    wrote no examples.npz)."""
     input:
         run=str(_REPORT_RUNS / _REPORT_CFG["figures"]["figure3"]["task"] / _REPORT_CFG["figures"]["figure3"]["variant"] / "metrics.json"),
+        examples=[str(_REPORT_RUNS / task / "deepavfusion" / "metrics.json") for task in ("separation", "segmentation", "localization")],
         sources=_REPORT_SOURCES,
-    output: _report_png("figure3.png", "figure3.rst", "Figure 3")
+    output:
+        figure3=_report_png("figure3.png", "figure3.rst", "Figure 3"),
+        separation=_report_png("figures/separation_examples.png", "separation_examples.rst", "separation examples"),
+        segmentation=_report_png("figures/segmentation_examples.png", "segmentation_examples.rst", "segmentation examples"),
+        localization=_report_png("figures/localization_examples.png", "localization_examples.rst", "localization examples"),
     localrule: True
     shell: _REPORT_CMD.replace("report --", "report figures --", 1)
 
