@@ -1,0 +1,150 @@
+"""Audio-visual segmentation (spec 4.5): encoder + AVSegmDecoder, S4-style binary or AVSS semantic.
+
+    avfusion segmentation --config workflow/config/scales/smoke.yaml --set data.manifest=data/tuxav-smoke \
+        --set init.checkpoint=results/runs/smoke/pretrain/deepavfusion --out results/runs/smoke/segmentation/x
+
+- `num_classes: 1` = binary (S4, MS3, tuxav): BCE on one logit map; `num_classes: 71` = AVSS:
+  cross-entropy over classes (background = 0).
+- encoder fine-tuned with layer decay 0.75 (or frozen: `freeze_encoder: true`).
+- evaluation (deterministic frames) in both conventions (avfusion.metrics.segmentation):
+  DeepAVFusion `miou` (background included), `miou_nobg`, `fscore`; AVSBench `avsbench_miou`,
+  `avsbench_fscore`; `n_frames` (scored by DeepAVFusion), `n_skipped_empty` (background-only frames).
+  Also the all-foreground predictor's scores (`allfg_*`) as the trivial reference. Percentages.
+- examples.npz: a few images, GT masks and predicted probabilities.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..engine import OptimConfig, resolve_device, seed_everything, train
+from .common import add_job_arguments, job_main
+from .dense_common import (DataConfig, InitConfig, build_task_encoder, denormalize, eval_loader,
+                           finetune_optim, run_encoder, write_examples)
+
+
+@dataclass
+class Config:
+    seed: int = 0
+    scale: str = "smoke"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    model: dict[str, Any] = field(default_factory=lambda: {"preset": "deepavfusion-smoke"})
+    num_classes: int = 1                 # 1 = binary (BCE); AVSS: 71 (CE)
+    decoder_width: Optional[int] = None  # AVSegmDecoder width (None = encoder width)
+    decoder_min_width: int = 128         # official 128; small for smoke/tiny
+    freeze_encoder: bool = False
+    n_examples: int = 4
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=finetune_optim)
+    init: InitConfig = field(default_factory=InitConfig)
+
+    def validate(self) -> None:
+        if self.num_classes == 2 or self.num_classes < 1:
+            from ..config import ConfigError
+
+            raise ConfigError(f"config key 'num_classes': {self.num_classes}; use 1 for binary "
+                              "segmentation or the number of classes (> 2, background included)")
+
+
+class AVSegmenter(nn.Module):
+    """Encoder + AVSegmDecoder: `model(image (B,3,S,S), audio (B,1,128,192)) -> logits (B,C,S,S)`."""
+
+    def __init__(self, encoder: nn.Module, num_classes: int, width: int | None, min_width: int, frozen: bool):
+        super().__init__()
+        from ..models.segmentation_decoder import AVSegmDecoder
+
+        self.encoder, self.frozen = encoder, frozen
+        self.decoder = AVSegmDecoder(encoder.embed_dim, num_classes, width=width, min_width=min_width)
+
+    def forward(self, image: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+        out = run_encoder(self.encoder, self.frozen, image, audio, return_embs=True)
+        return self.decoder(out.layers, tuple(self.encoder.image_grid), tuple(image.shape[-2:]))
+
+
+def segmentation_loss(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """BCE for one output map (mask float (B,S,S)), cross-entropy otherwise (mask long (B,S,S))."""
+    if logits.shape[1] == 1:
+        return F.binary_cross_entropy_with_logits(logits[:, 0], mask.float())
+    return F.cross_entropy(logits, mask.long())
+
+
+def summarize(deepavfusion, avsbench, prefix: str = "") -> dict:
+    """Both evaluators -> the metric keys of docs/interfaces.md (percent)."""
+    ours, bench = deepavfusion.summary(), avsbench.summary()
+    return {f"{prefix}miou": 100 * ours["miou"], f"{prefix}miou_nobg": 100 * ours["miou_nobg"],
+            f"{prefix}fscore": 100 * ours["fscore"], f"{prefix}avsbench_miou": 100 * bench["miou"],
+            f"{prefix}avsbench_fscore": 100 * bench["fscore"]}
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, device: torch.device, num_classes: int, n_examples: int) -> tuple[dict, dict]:
+    from ..metrics.segmentation import AVSBenchSegmentationEvaluator, DeepAVFusionSegmentationEvaluator
+
+    model.eval()
+    ours, bench = DeepAVFusionSegmentationEvaluator(num_classes), AVSBenchSegmentationEvaluator(num_classes)
+    fg_ours, fg_bench = DeepAVFusionSegmentationEvaluator(num_classes), AVSBenchSegmentationEvaluator(num_classes)
+    examples: dict[str, list] = {"image": [], "mask": [], "pred": []}
+    for batch in loader:
+        logits = model(batch["image"].to(device), batch["audio"].to(device)).float().cpu()  # (B, C, S, S)
+        ours.update(logits, batch["mask"])
+        bench.update(logits, batch["mask"])
+        all_fg = torch.zeros_like(logits)  # (B, C, S, S): every pixel foreground
+        if num_classes == 1:
+            all_fg += 10.0
+        else:  # every pixel the first foreground class
+            all_fg[:, 1] = 10.0
+        fg_ours.update(all_fg, batch["mask"])
+        fg_bench.update(all_fg, batch["mask"])
+        if len(examples["image"]) < n_examples:
+            prob = torch.sigmoid(logits[:, 0]) if num_classes == 1 else logits.argmax(1).float()
+            examples["image"].append(torch.from_numpy(denormalize(batch["image"])))
+            examples["mask"].append(batch["mask"].float())
+            examples["pred"].append(prob)
+    metrics = summarize(ours, bench)
+    metrics.update(summarize(fg_ours, fg_bench, prefix="allfg_"))
+    metrics.update(n_frames=ours.n_frames, n_skipped_empty=ours.n_skipped_empty)
+    arrays = {k: torch.cat(v)[:n_examples].numpy() for k, v in examples.items() if v}
+    return metrics, arrays
+
+
+def run(cfg: Config, out_dir: Path) -> dict:
+    from ..data.datasets import SegmentationDataset
+    from ..provenance import write_metrics
+
+    t0 = time.perf_counter()
+    out_dir = Path(out_dir)
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    encoder = build_task_encoder(cfg.model, cfg.init, cfg.data.image_size, cfg.freeze_encoder)
+    model = AVSegmenter(encoder, cfg.num_classes, cfg.decoder_width, cfg.decoder_min_width, cfg.freeze_encoder)
+    dataset_classes = 2 if cfg.num_classes == 1 else cfg.num_classes
+    train_set = SegmentationDataset(cfg.data.manifest, cfg.data.train_split, True, cfg.data.image_size, dataset_classes)
+    eval_set = SegmentationDataset(cfg.data.manifest, cfg.data.eval_split, False, cfg.data.image_size, dataset_classes)
+
+    def loss_fn(net, batch):
+        return segmentation_loss(net(batch["image"], batch["audio"]), batch["mask"]), {}
+
+    result = train(model, loss_fn, train_set, cfg.optim, out_dir, seed=cfg.seed, device=str(device),
+                   workers=cfg.data.workers, job_config=cfg, desc="segmentation")
+    loader = eval_loader(eval_set, cfg.data.eval_batch_size, cfg.data.workers)
+    metrics, examples = evaluate(result.model, loader, device, cfg.num_classes, cfg.n_examples)
+    if examples:
+        write_examples(out_dir / "examples.npz", **examples)
+    metrics.update(loss=float(result.history[-1]["loss"]), epochs=result.epochs_done, steps=result.steps)
+    write_metrics(out_dir, metrics, cfg=cfg, scale=cfg.scale, seed=cfg.seed,
+                  manifest=Path(cfg.data.manifest) / "manifest.csv", wall_s=time.perf_counter() - t0)
+    return metrics
+
+
+def add_arguments(parser):
+    add_job_arguments(parser)
+
+
+def main(args):
+    return job_main(args, Config, run)
