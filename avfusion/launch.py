@@ -89,7 +89,13 @@ class TaskJob:
         from .cli import main as cli_main
 
         print(f"[launch] avfusion {' '.join(self.argv())}", flush=True)
-        code = cli_main(self.argv())
+        try:
+            code = cli_main(self.argv())
+        except SystemExit as exit_:  # a config error or argparse: report it as the job's error
+            if exit_.code in (0, None):
+                code = 0
+            else:
+                raise LaunchError(f"avfusion {self.task}: {exit_.code}") from None
         if code:
             raise LaunchError(f"avfusion {self.task} exited with code {code}")
         metrics_path = Path(self.out_dir) / "metrics.json"

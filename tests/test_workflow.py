@@ -106,14 +106,21 @@ def test_job_configs_map_fusion_layers_and_init(tmp_path):
     sop = job_config("separation", "sound_of_pixels")
     assert sop["method"] == "sound_of_pixels" and sop["sop"]["unet_ngf"] == 16 and "model" not in sop
     assert job_config("separation", "nmf")["method"] == "nmf"
-    # every job config is valid for its task's Config dataclass
-    from avfusion.config import from_dict
+    # every job config loads as its task's Config (recipes included), at both small scales
     import importlib
-    for task, variant in [("pretrain", "deepavfusion"), ("pretrain", "mae_audio"), ("linprobe", "cav_mae"),
-                          ("separation", "sound_of_pixels"), ("separation", "deepavfusion"),
-                          ("segmentation", "token_fusion"), ("efficiency", "dense"), ("separation", "rpca")]:
-        module = "baselines.classical_separation" if variant in ("nmf", "rpca") else f"avfusion.tasks.{task}"
-        from_dict(importlib.import_module(module).Config, job_config(task, variant))
+
+    from avfusion.tasks.common import load_job_config
+    for scale in ("smoke", "tiny"):
+        job_config = _common_namespace(scale, tmp_path)["job_config"]
+        for task, variant in [("pretrain", "deepavfusion"), ("pretrain", "mae_audio"), ("linprobe", "cav_mae"),
+                              ("finetune", "deepavfusion"), ("finetune", "mae_image"), ("separation", "sound_of_pixels"),
+                              ("separation", "deepavfusion"), ("segmentation", "token_fusion"),
+                              ("localization", "no_fusion"), ("efficiency", "dense"), ("separation", "rpca")]:
+            name = "baselines.classical_separation" if variant == "rpca" else f"avfusion.tasks.{task}"
+            module = importlib.import_module(name)
+            path = tmp_path / f"{scale}-{task}-{variant}.yaml"
+            path.write_text(yaml.safe_dump(job_config(task, variant)))
+            load_job_config(module.Config, [str(path)], [], getattr(module, "RECIPES", None))
 
 
 def _common_namespace(scale: str, results: Path) -> dict:
