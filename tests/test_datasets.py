@@ -282,3 +282,16 @@ def test_empty_span_is_probed_from_the_file(smoke, tmp_path):
     given = AVClipDataset(smoke, "val", False, S)
     assert torch.equal(probed[0]["audio"], given[0]["audio"])
     assert abs(float(probed.rows[0]["end"]) - 3.0) < 0.07
+
+
+def test_too_short_audio_is_refused_not_padded(smoke, tmp_path):
+    import soundfile
+
+    rows = read_manifest(smoke / "manifest.csv", "val")
+    row = next(r for r in rows if r["audio"])
+    short = tmp_path / "short.wav"
+    soundfile.write(short, np.full(1600, 0.1, dtype=np.float32), 16000)  # 0.1 s
+    row["audio"], row["end"] = str(short), "3.0"
+    write_manifest(tmp_path, [row], classes=read_classes(smoke))
+    with pytest.raises(MediaError, match=r"short\.wav: too short: 0\.100 s of audio"):
+        AVClipDataset(tmp_path, "val", False, S)[0]

@@ -196,3 +196,24 @@ def test_media_info_command_reports_inputs_and_failures(testdata, tmp_path, caps
     assert "audio: aac, 16000 Hz, 1 ch, 3.000 s" in out and "(3, 112, 112)" in out and "(1, 128, 192)" in out
     assert main(["media-info", str(mp4), str(tmp_path / "gone.wav")]) == 1
     assert "gone.wav: file not found" in capsys.readouterr().out
+
+
+def test_six_channel_48khz_aac_in_mp4(tmp_path, testdata):
+    # the video-dataset path: a 5.1 AAC track at 48 kHz inside an mp4, decoded by PyAV
+    channels = _six_channel_48k(testdata).numpy().astype(np.float32)  # (6, T)
+    path = tmp_path / "surround.mp4"
+    with av.open(str(path), "w", format="mp4") as container:
+        stream = container.add_stream("aac", rate=48000)
+        stream.layout = "5.1"
+        for s in range(0, channels.shape[1], 1024):
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(channels[:, s:s + 1024]), format="fltp",
+                                               layout="5.1")
+            frame.sample_rate, frame.pts = 48000, s
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    info = media.probe(path)
+    assert (info.audio_rate, info.audio_channels, info.audio_codec) == (48000, 6, "aac")
+    wave = media.read_audio(path, 1.0, 2.0)
+    ref = torchaudio.functional.resample(torch.from_numpy(channels).mean(0), 48000, 16000)[16000:32000]
+    assert wave.shape == (16000,)
+    assert np.corrcoef(wave.numpy(), ref.numpy())[0, 1] > 0.99  # lossy AAC, same timing and mix

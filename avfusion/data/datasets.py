@@ -29,6 +29,7 @@ from ..media import MediaError, duration, read_audio, read_frame
 from .manifest import PAIR_COLUMNS, read_classes, read_manifest, split_labels
 
 SEGMENTATION_JITTER_S = 0.33 * audio_lib.CLIP_SECONDS  # AVSBench train jitter (spec 4.5)
+MIN_AUDIO_S = 0.25  # a window with less audio than this is refused rather than padded 12x
 
 
 def _uniform(low: float, high: float) -> float:
@@ -90,8 +91,14 @@ class _ManifestClips(Dataset):
 
     # -- reading ----------------------------------------------------------------------------
     def waveform(self, row: dict, t0: float, t1: float) -> torch.Tensor:
-        """(48000,) float32: the window, padded by the official time-reversal rule."""
-        wave = read_audio(row.get("audio") or row["video"], t0, t1)
+        """(48000,) float32: the window, padded by the official time-reversal rule.
+
+        Less than MIN_AUDIO_S of audio in the window is an error: padding it would invent the clip."""
+        path = row.get("audio") or row["video"]
+        wave = read_audio(path, t0, t1)
+        if wave.numel() < MIN_AUDIO_S * audio_lib.SAMPLE_RATE:
+            raise MediaError(f"{path}: too short: {wave.numel() / audio_lib.SAMPLE_RATE:.3f} s of audio in "
+                             f"[{t0:.3f}, {t1:.3f}] s (clip {row['clip_id']}; at least {MIN_AUDIO_S} s needed)")
         return audio_lib.pad_or_trim(wave)
 
     def frame(self, row: dict, t0: float, t1: float, centre: float) -> np.ndarray:
