@@ -295,3 +295,29 @@ def test_too_short_audio_is_refused_not_padded(smoke, tmp_path):
     write_manifest(tmp_path, [row], classes=read_classes(smoke))
     with pytest.raises(MediaError, match=r"short\.wav: too short: 0\.100 s of audio"):
         AVClipDataset(tmp_path, "val", False, S)[0]
+
+
+def test_masks_and_boxes_follow_the_annotated_video_frame(smoke, tmp_path):
+    import av
+
+    video = tmp_path / "grey.mp4"  # 12 frames at 4 fps, frame k has grey level 20 + 15 k
+    with av.open(str(video), "w") as container:
+        stream = container.add_stream("mpeg4", rate=4)
+        stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+        for k in range(12):
+            vf = av.VideoFrame.from_ndarray(np.full((64, 64, 3), 20 + 15 * k, dtype=np.uint8), format="rgb24")
+            vf.pts = k
+            container.mux(stream.encode(vf))
+        container.mux(stream.encode())
+    row = next(r for r in read_manifest(smoke / "manifest.csv", "val") if r["audio"])
+    Image.fromarray(np.full((64, 64), 255, dtype=np.uint8)).save(tmp_path / "full.png")
+    row.update(video=str(video), frame="", frame_time="2.0", mask=str(tmp_path / "full.png"),
+               boxes=json.dumps([[[0, 0, 64, 64]]]))
+    write_manifest(tmp_path, [row], classes=read_classes(smoke))
+    level = (20 + 15 * 8) / 255  # the frame at t = 2.0 s
+    mean, std = transforms.IMAGENET_MEAN[0], transforms.IMAGENET_STD[0]
+    for ds in (SegmentationDataset(tmp_path, "val", True, 32, 1), LocalizationDataset(tmp_path, "val", True, 32)):
+        for seed in range(3):
+            torch.manual_seed(seed)
+            red = ds[0]["image"][0] * std + mean
+            assert abs(red.mean().item() - level) < 0.03, (type(ds).__name__, seed, red.mean().item())

@@ -101,9 +101,13 @@ class _ManifestClips(Dataset):
                              f"[{t0:.3f}, {t1:.3f}] s (clip {row['clip_id']}; at least {MIN_AUDIO_S} s needed)")
         return audio_lib.pad_or_trim(wave)
 
-    def frame(self, row: dict, t0: float, t1: float, centre: float) -> np.ndarray:
+    def frame(self, row: dict, t0: float, t1: float, centre: float, annotated: bool = False) -> np.ndarray:
+        """The still `frame`, or a video frame: the annotated one at `frame_time` when `annotated`
+        (masks and boxes belong to it), else random in the window (train) or nearest the centre."""
         if row.get("frame"):
             return read_frame(row["frame"])
+        if annotated and row.get("frame_time") not in (None, ""):
+            return read_frame(row["video"], float(row["frame_time"]))
         t = _uniform(t0, t1) if self.train else centre
         return read_frame(row["video"], t)
 
@@ -174,8 +178,10 @@ class MixtureDataset(_ManifestClips):
         super().__init__(manifest_dir, split, train, image_size)
         self.by_id = {r["clip_id"]: i for i, r in enumerate(self.rows)}
         self.pairs: list[tuple[int, int]] = []
+        self.pair_rows: list[dict] = []  # eval: the pairs.csv rows (pair_id, sep_type, ...) by item index
         if not train:
-            for pair in read_pairs(self.manifest_dir, split):
+            self.pair_rows = read_pairs(self.manifest_dir, split)
+            for pair in self.pair_rows:
                 for key in ("clip_id_1", "clip_id_2"):
                     if pair[key] not in self.by_id:
                         raise ValueError(f"{self.manifest_dir / 'pairs.csv'} pair {pair['pair_id']}: "
@@ -263,7 +269,7 @@ class SegmentationDataset(_ManifestClips):
     def __getitem__(self, index: int) -> dict:
         row = self.rows[index]
         spec, t0, t1, centre = self.audio_item(row, gain=True)
-        frame = self.frame(row, t0, t1, centre)
+        frame = self.frame(row, t0, t1, centre, annotated=True)
         target = self.target(row, frame)
         if self.train:
             image, mask = transforms.train_image_mask(frame, target, self.image_size)
@@ -333,7 +339,7 @@ class LocalizationDataset(_ManifestClips):
     def __getitem__(self, index: int) -> dict:
         row = self.rows[index]
         spec, t0, t1, centre = self.audio_item(row, gain=True)
-        frame = self.frame(row, t0, t1, centre)
+        frame = self.frame(row, t0, t1, centre, annotated=True)
         height, width = frame.shape[:2]
         if self.train:
             gt = boxes_to_map(self.boxes[index], height, width, self.box_rule)
