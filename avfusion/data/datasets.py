@@ -8,7 +8,8 @@ Timing (spec 1.3, 4.5): a 3 s audio window and one frame per item.
 - train: rows with `frame_time` jitter the centre by U(+-0.33 * 3 s) (AVSBench), others draw the
   centre from U(start + 1.5, end - 1.5) (VideoDataset); the window is then clamped into [start, end];
 - frame: the still `frame`, or the video frame at a random time in the window (train) or the frame
-  nearest the window centre (eval: deterministic, unlike the official code, spec 8 item 42).
+  nearest the window centre (eval: deterministic, unlike the official code, spec 8 item 42);
+  segmentation / localization always take the annotated frame at `frame_time` (its mask / boxes).
 Train randomness uses torch's global RNG, which DataLoader seeds per worker; eval uses none.
 A clip that cannot be read raises MediaError naming the file (never a random substitute).
 """
