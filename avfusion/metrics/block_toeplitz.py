@@ -71,6 +71,7 @@ static inline __attribute__((always_inline)) int levinson_kernel(long B, long L,
     double *ef = tmp, *eb = tmp+SS, *al = tmp+2*SS, *de = tmp+3*SS, *be = tmp+4*SS, *ga = tmp+5*SS, *w = tmp+6*SS;
     double *th = tmp + 7*SS, *res = th + SK;
     int status = 0;
+    if (!f || !b || !nf || !nb || !tmp) { free(f); free(b); free(nf); free(nb); free(tmp); return -1; }
     for (long bi = 0; bi < B && !status; bi++) {
         const double *g = gamma + bi*(2*L-1)*SS;          /* Γ(k) at g + (L-1+k)*SS */
         const double *y = rhs + bi*L*SK;
@@ -110,7 +111,7 @@ static inline __attribute__((always_inline)) int levinson_kernel(long B, long L,
 static int levinson_1_1(long B, long L, const double *g, const double *r, double *x) { return levinson_kernel(B, L, 1, 1, g, r, x); }
 static int levinson_2_2(long B, long L, const double *g, const double *r, double *x) { return levinson_kernel(B, L, 2, 2, g, r, x); }
 static int levinson_any(long B, long L, long S, long K, const double *g, const double *r, double *x) { return levinson_kernel(B, L, S, K, g, r, x); }
-/* Returns 0, or 1 + the index of the batch item whose recursion met a singular pivot. */
+/* Returns 0, -1 when out of memory, or 1 + the index of the batch item whose recursion met a singular pivot. */
 int block_levinson(long B, long L, long S, long K, const double *gamma, const double *rhs, double *x) {
     if (S == 1 && K == 1) return levinson_1_1(B, L, gamma, rhs, x);
     if (S == 2 && K == 2) return levinson_2_2(B, L, gamma, rhs, x);
@@ -168,6 +169,8 @@ def _solve_c(lib, gamma: np.ndarray, rhs: np.ndarray, threads: int) -> np.ndarra
     def run(lo: int, hi: int) -> int:
         status = lib.block_levinson(hi - lo, length, size, n_rhs, gamma[lo:hi].ctypes.data,
                                     rhs[lo:hi].ctypes.data, x[lo:hi].ctypes.data)
+        if status < 0:
+            raise MemoryError(f"block Levinson: could not allocate {4 * length * size * size * 8} bytes")
         return lo + status if status else 0
 
     if len(bounds) > 2:
