@@ -13,7 +13,7 @@ from avfusion import audio, media
 from avfusion.cli import main as cli_main
 from avfusion.data.manifest import read_classes, read_manifest
 from avfusion.data.tuxav import (ASSET_DIR, CLASS_STAMPS, SCALES, crop_or_loop, make_sound, make_tuxav,
-                                 mask_box, pink_noise, vary_recording)
+                                 mask_box, pink_noise, read_index, vary_recording)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -95,7 +95,7 @@ def test_clip_audio_is_the_sounding_objects_recording(smoke):
 
 @pytest.mark.parametrize("stamp", ["blackbird", "pig"])  # 7.9 s (cropped) and 0.56 s (looped)
 def test_crop_or_loop_takes_pieces_of_the_recording(stamp):
-    index = {row["name"]: row for row in csv.DictReader(open(ASSET_DIR / "index.csv"))}
+    index = read_index()
     src = media.read_audio(ASSET_DIR / index[stamp]["audio"]).double()
     out = torch.from_numpy(crop_or_loop(np.random.default_rng(0), src.numpy(), 48000))
     assert out.shape == (48000,)
@@ -110,7 +110,7 @@ def test_crop_or_loop_takes_pieces_of_the_recording(stamp):
 
 
 def test_takes_vary_rate_and_noise_stays_within_its_snr():
-    index = {row["name"]: row for row in csv.DictReader(open(ASSET_DIR / "index.csv"))}
+    index = read_index()
     src = media.read_audio(ASSET_DIR / index["cow"]["audio"]).double().numpy()
     lengths = [len(vary_recording(np.random.default_rng(k), src)) / len(src) for k in range(20)]
     assert 1 / 1.25 - 0.01 < min(lengths) and max(lengths) < 1 / 0.8 + 0.01 and max(lengths) - min(lengths) > 0.2

@@ -68,9 +68,15 @@ VIDEO_FPS = 4
 SPLIT_FRACTIONS = {"val": 0.1, "test": 0.1}
 
 
+def read_index(asset_dir: Path = ASSET_DIR) -> dict[str, dict]:
+    """Stamp name -> its row of index.csv (image, audio paths relative to `asset_dir`)."""
+    with open(asset_dir / "index.csv", newline="") as fh:
+        return {r["name"]: r for r in csv.DictReader(fh)}
+
+
 def load_stamp(name: str, asset_dir: Path = ASSET_DIR) -> tuple[np.ndarray, torch.Tensor]:
     """RGBA photo `(h, w, 4)` uint8 and its sound as 16 kHz mono float32 `(n,)`."""
-    index = {r["name"]: r for r in csv.DictReader(open(asset_dir / "index.csv", newline=""))}
+    index = read_index(asset_dir)
     if name not in index:
         raise KeyError(f"stamp {name!r} not in {asset_dir / 'index.csv'}")
     with Image.open(asset_dir / index[name]["image"]) as img:
@@ -345,7 +351,7 @@ def build_assets(src: Path, dst: Path = ASSET_DIR, max_side: int = 160) -> None:
     committed): photos downscaled to `max_side` (RGBA PNG), sounds copied unchanged (ogg)."""
     import shutil
 
-    rows = list(csv.DictReader(open(Path(src) / "index.csv", newline="")))
+    rows = list(read_index(Path(src)).values())
     for row in rows:
         with Image.open(Path(src) / row["image"]) as img:
             img = img.convert("RGBA")
