@@ -363,6 +363,12 @@ def test_flickr_tree_boxes_in_frame_pixels(tmp_path, media):
     assert float(rows["10000130166"]["frame_time"]) == pytest.approx(1.5)
     assert report["reasons"] == {"missing audio file": 1}
     assert report["details"]["boxes_dropped"] == {"empty or inverted": 3}
+    # the manifest tells the Dataset to build Flickr's consensus map: one box alone = 0.5, two = 1
+    assert report["details"]["box_rule"] == "consensus"
+    from avfusion.data.datasets import LocalizationDataset
+
+    gt = LocalizationDataset(out, "test", train=False, image_size=224)[1]["gt_map"]
+    assert sorted(set(gt.unique().tolist())) == [0.0, 0.5, 1.0]
 
 
 def test_vggss_tree_boxes_and_corrupt_entries(tmp_path, media):

@@ -73,6 +73,7 @@ def prepare(root: str | Path, out: str | Path, check_media: bool = True, boxes_j
     entries = {e["file"]: e for e in read_boxes(metadata_file("vggss.json", boxes_json))}
     test_ids = read_lines(metadata_file("vggss_test.csv", test_list))
     report, media, rows = LayoutReport(), MediaCheck(check_media), []
+    report.details["box_rule"] = "union"  # one annotator: every box is foreground (EZ-VSL bbox2gtmap)
     progress = progress_for(len(test_ids), "vggss")
     for file in test_ids:
         progress.update()
