@@ -132,10 +132,11 @@ def separation_examples(npz: Path, out: Path, n: int = 2) -> Path:
     n = min(n, len(mix))
     fig, axes = plt.subplots(n, 5, figsize=(15, 2.6 * n), squeeze=False, layout="constrained")
     for i in range(n):
-        panels = [(mix[i], "mixture log-mel")] + [(sources[i, s], f"source {s + 1}") for s in range(2)] \
-            + [(masks[i, s], f"predicted mask {s + 1}") for s in range(2)]
-        for ax, (img, name) in zip(axes[i], panels):
-            ax.imshow(img, origin="lower", aspect="auto", cmap="magma")
+        panels = [(mix[i], "mixture log-mel", None)] + [(sources[i, s], f"source {s + 1}", None) for s in range(2)] \
+            + [(masks[i, s], f"predicted mask {s + 1} (0-1)", (0.0, 1.0)) for s in range(2)]
+        for ax, (img, name, limits) in zip(axes[i], panels):
+            vmin, vmax = limits or (None, None)
+            ax.imshow(img, origin="lower", aspect="auto", cmap="magma", vmin=vmin, vmax=vmax)
             ax.set_title(name, fontsize=8)
             ax.axis("off")
     return _save(fig, out)
@@ -152,8 +153,10 @@ def overlay_examples(npz: Path, out: Path, target_key: str, n: int = 4) -> Path:
         axes[i][0].imshow(image)
         axes[i][1].imshow(image)
         axes[i][1].imshow(_foreground(targets[i]) if targets[i].ndim == 3 else targets[i], alpha=0.5, cmap="viridis")
+        pred = _foreground(preds[i])
+        limits = (0.0, 1.0) if pred.min() >= 0 and pred.max() <= 1 else (None, None)  # probabilities on a fixed scale
         axes[i][2].imshow(image)
-        axes[i][2].imshow(_foreground(preds[i]), alpha=0.5, cmap="jet")
+        axes[i][2].imshow(pred, alpha=0.5, cmap="jet", vmin=limits[0], vmax=limits[1])
         for ax, name in zip(axes[i], ("image", "ground truth", "prediction")):
             ax.set_title(name, fontsize=8)
             ax.axis("off")
