@@ -124,3 +124,31 @@ def test_bad_tables_yaml_names_the_key(tmp_path):
     bad.write_text("datasets: {}\ntables:\n  t:\n    title: x\n    columns: {c: {task: nonsense, metric: m}}\n    rows: []\n")
     with pytest.raises(ConfigError, match=r"tables\.t\.columns\.c\.task"):
         load_tables_config(bad)
+
+
+def _numbers(line: str) -> list[float]:
+    out = []
+    for token in line.split("|"):
+        try:
+            out.append(float(token.strip()))
+        except ValueError:
+            pass
+    return out
+
+
+def test_every_published_table_number_is_in_the_paper_text(testdata):
+    """Each row of published.yaml tables appears, in column order, as a row of the paper's tables."""
+    paper = (testdata.parent / "paper" / "deepavfusion_cvpr2024.txt").read_text()
+    rows = [_numbers(line) for line in paper.splitlines() if line.startswith("|")]
+    published = load_published()
+    checked = 0
+    for table_id, table in published.tables.items():
+        for row_id, row in table["rows"].items():
+            values = [v for v in (row["values"].get(c) for c in table["columns"]) if v is not None]
+            found = any(any(r[i:i + len(values)] == values for i in range(len(r) - len(values) + 1)) for r in rows)
+            assert found, f"{table_id}.{row_id}: {values} is not a row of the paper's tables"
+            checked += len(values)
+    assert checked == 63 + 11 + 16 + 18 + 15 + 24 + 16 + 12 + 10  # every number of Tables 1-7 (T6 with its '#')
+    for key in ("gain_oneavm_sdr", "gain_oneavm_sir", "gain_mae_vggmusic", "gain_audiomae_vggmusic",
+                "gain_mae_all", "gain_audiomae_all", "dense_slowdown", "dense_memory", "pair_reduction"):
+        assert f"{published.value('text.' + key)}" in paper, key
