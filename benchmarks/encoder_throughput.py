@@ -34,8 +34,8 @@ import torch
 
 from avfusion.io import atomic_write_csv
 from avfusion.progress import Progress
-from avfusion.tasks.efficiency import (build_for_inference, machine_description, make_inputs,
-                                       measure_memory_and_flops, timed_forward)
+from avfusion.tasks.efficiency import (GIB, build_for_inference, machine_description, make_inputs,
+                                       measure_memory_and_flops, tensor_bytes, timed_forward)
 
 SETTINGS = {
     "no_fusion": {"fusion": {"layers": "none"}},
@@ -46,7 +46,8 @@ SETTINGS = {
     "dense_fast": {"fusion": {"arch": "dense", "dense_impl": "fast"}},
     "factorized": {"fusion": {"arch": "factorized"}},
 }
-COLUMNS = ["setting", "clips_per_s", "iter_s_median", "iter_s_min", "iter_s_max", "peak_mem_gb", "params_m",
+COLUMNS = ["setting", "clips_per_s", "iter_s_median", "iter_s_min", "iter_s_max", "peak_mem_gb", "act_mem_gb_per_clip",
+           "params_m",
            "gflops_per_clip", "throughput_vs_factorized", "mem_vs_factorized", "cost_vs_no_fusion",
            "preset", "batch", "dtype", "compiled", "warmup", "iters", "device", "cpu_model", "cpu_cores",
            "torch_threads", "torch", "gpu", "loadavg_start", "loadavg_end", "date"]
@@ -66,7 +67,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--settings", default=",".join(SETTINGS), help="comma-separated subset of " + ",".join(SETTINGS))
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds")
-    parser.add_argument("--iters", type=int, default=5, help="timed rounds (median reported)")
+    parser.add_argument("--iters", type=int, default=5, help="timed rounds (median reported); 0 = memory and FLOPs only")
     parser.add_argument("--dtype", choices=["float32", "bf16"], default="float32")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
@@ -111,10 +112,16 @@ def main(argv=None) -> int:
     for name in settings:
         encoder, runner = encoders[name]
         stats = measure_memory_and_flops(encoder, runner, image, audio, device, args.dtype)
-        median = statistics.median(times[name])
-        rows.append({"setting": name, "clips_per_s": args.batch / median, "iter_s_median": median,
-                     "iter_s_min": min(times[name]), "iter_s_max": max(times[name]), **stats})
-        print(f"{name}: {rows[-1]['clips_per_s']:.3f} clips/s, peak {stats['peak_mem_gb']:.3f} GiB, "
+        weights_and_inputs = tensor_bytes(list(encoder.parameters()) + list(encoder.buffers()) + [image, audio])
+        # activations: what the forward holds on top of the weights and inputs, per clip
+        stats["act_mem_gb_per_clip"] = (stats["peak_mem_gb"] * GIB - weights_and_inputs) / GIB / args.batch
+        row = {"setting": name, **stats}
+        if times[name]:
+            median = statistics.median(times[name])
+            row.update(clips_per_s=args.batch / median, iter_s_median=median, iter_s_min=min(times[name]),
+                       iter_s_max=max(times[name]))
+        rows.append(row)
+        print(f"{name}: {row.get('clips_per_s', float('nan')):.3f} clips/s, peak {stats['peak_mem_gb']:.3f} GiB, "
               f"{stats['gflops_per_clip']:.1f} GFLOP/clip", flush=True)
         encoders[name] = None
         del encoder, runner
@@ -124,9 +131,10 @@ def main(argv=None) -> int:
     end_load = machine_description(device)["loadavg_1m"]
     fact, none = by_name.get("factorized"), by_name.get("no_fusion")
     for row in rows:
-        row["throughput_vs_factorized"] = row["clips_per_s"] / fact["clips_per_s"] if fact else ""
+        timed = "clips_per_s" in row
+        row["throughput_vs_factorized"] = row["clips_per_s"] / fact["clips_per_s"] if fact and timed else ""
         row["mem_vs_factorized"] = row["peak_mem_gb"] / fact["peak_mem_gb"] if fact else ""
-        row["cost_vs_no_fusion"] = none["clips_per_s"] / row["clips_per_s"] if none else ""
+        row["cost_vs_no_fusion"] = none["clips_per_s"] / row["clips_per_s"] if none and timed else ""
     for row in rows:
         row.update(preset=args.preset, batch=args.batch, dtype=args.dtype, compiled=args.compile,
                    warmup=args.warmup, iters=args.iters, device=device.type, cpu_model=machine["cpu_model"],

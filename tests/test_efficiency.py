@@ -189,6 +189,8 @@ def test_encoder_throughput_benchmark_writes_every_setting(tmp_path):
     assert gflops["dense_fast"] == pytest.approx(gflops["token"], rel=1e-6)
     assert gflops["no_fusion"] < gflops["late_fusion"] < gflops["factorized"]
     assert float(rows["factorized"]["throughput_vs_factorized"]) == 1.0
+    act = {name: float(row["act_mem_gb_per_clip"]) for name, row in rows.items()}
+    assert min(act.values()) > 0 and act["dense_naive"] > 2 * act["dense_fast"]
 
 
 def test_pretrain_step_benchmark_reports_flops_and_mfu(tmp_path):
