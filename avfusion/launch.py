@@ -91,11 +91,10 @@ class TaskJob:
         print(f"[launch] avfusion {' '.join(self.argv())}", flush=True)
         try:
             code = cli_main(self.argv())
-        except SystemExit as exit_:  # a config error or argparse: report it as the job's error
-            if exit_.code in (0, None):
-                code = 0
-            else:
-                raise LaunchError(f"avfusion {self.task}: {exit_.code}") from None
+        except SystemExit as exit_:
+            if not isinstance(exit_.code, str):  # e.g. submitit's sys.exit(-1) after requeueing: let it through
+                raise
+            raise LaunchError(f"avfusion {self.task}: {exit_.code}") from None  # job_main's config error
         if code:
             raise LaunchError(f"avfusion {self.task} exited with code {code}")
         metrics_path = Path(self.out_dir) / "metrics.json"
