@@ -14,8 +14,13 @@ from torch import nn
 
 
 class CosineLocalizationHead(nn.Module):
-    def __init__(self, init_scale: float = 10.0, init_bias: float = 0.0):
+    """`embed_dim` > 0 adds Linear projections of the visual and audio tokens before the cosine
+    (as EZ-VSL's projection heads); 0 compares the encoder's tokens directly."""
+
+    def __init__(self, embed_dim: int = 0, init_scale: float = 10.0, init_bias: float = 0.0):
         super().__init__()
+        self.image_proj = nn.Linear(embed_dim, embed_dim) if embed_dim else nn.Identity()
+        self.audio_proj = nn.Linear(embed_dim, embed_dim) if embed_dim else nn.Identity()
         self.logit_scale = nn.Parameter(torch.tensor(float(init_scale)))
         self.logit_bias = nn.Parameter(torch.tensor(float(init_bias)))
 
@@ -31,6 +36,7 @@ class CosineLocalizationHead(nn.Module):
 
     def forward(self, image_tokens: torch.Tensor, audio_tokens: torch.Tensor,
                 image_grid: tuple[int, int], out_size: tuple[int, int]) -> torch.Tensor:
+        image_tokens, audio_tokens = self.image_proj(image_tokens), self.audio_proj(audio_tokens)
         cos = self.similarity(image_tokens, audio_tokens, image_grid)[:, None]  # (B, 1, gh, gw)
         cos = F.interpolate(cos, size=tuple(out_size), mode="bilinear", align_corners=True)  # (B, 1, S, S)
         return (self.logit_scale * cos + self.logit_bias)[:, 0]  # (B, S, S) logits

@@ -38,7 +38,7 @@ class InitConfig:
 class DataConfig:
     manifest: str = ""            # folder with manifest.csv (+ pairs.csv for separation)
     train_split: str = "train"
-    eval_split: str = "test"
+    eval_split: str = "test"      # several splits joined by '+', e.g. "val+test"
     image_size: int = 224
     workers: int = 0
     eval_batch_size: int = 16
@@ -83,6 +83,17 @@ def run_encoder(encoder: nn.Module, frozen: bool, image: torch.Tensor, audio: to
         with torch.no_grad():
             return encoder(image, audio, return_embs=return_embs)
     return encoder(image, audio, return_embs=return_embs)
+
+
+def eval_dataset(make, eval_split: str):
+    """`make(split)` for each '+'-joined split of `eval_split`, concatenated in that order."""
+    from torch.utils.data import ConcatDataset
+
+    splits = [s for s in eval_split.split("+") if s]
+    if not splits:
+        raise ConfigError(f"config key 'data.eval_split': no split in {eval_split!r}")
+    sets = [make(split) for split in splits]
+    return sets[0] if len(sets) == 1 else ConcatDataset(sets)
 
 
 def eval_loader(dataset, batch_size: int, workers: int) -> DataLoader:

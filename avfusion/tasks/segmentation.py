@@ -25,8 +25,8 @@ from torch import nn
 
 from ..engine import OptimConfig, resolve_device, seed_everything, train
 from .common import add_job_arguments, job_main
-from .dense_common import (DataConfig, InitConfig, build_task_encoder, denormalize, eval_loader,
-                           finetune_optim, run_encoder, write_examples)
+from .dense_common import (DataConfig, InitConfig, build_task_encoder, denormalize, eval_dataset,
+                           eval_loader, finetune_optim, run_encoder, write_examples)
 
 
 @dataclass
@@ -125,7 +125,8 @@ def run(cfg: Config, out_dir: Path) -> dict:
     model = AVSegmenter(encoder, cfg.num_classes, cfg.decoder_width, cfg.decoder_min_width, cfg.freeze_encoder)
     dataset_classes = 2 if cfg.num_classes == 1 else cfg.num_classes
     train_set = SegmentationDataset(cfg.data.manifest, cfg.data.train_split, True, cfg.data.image_size, dataset_classes)
-    eval_set = SegmentationDataset(cfg.data.manifest, cfg.data.eval_split, False, cfg.data.image_size, dataset_classes)
+    eval_set = eval_dataset(lambda split: SegmentationDataset(cfg.data.manifest, split, False, cfg.data.image_size,
+                                                              dataset_classes), cfg.data.eval_split)
 
     def loss_fn(net, batch):
         return segmentation_loss(net(batch["image"], batch["audio"]), batch["mask"]), {}

@@ -1,0 +1,133 @@
+"""Sound source localization (paper appendix A.2; spec 4.4): cosine map of mean-pooled audio with
+each visual token, trained with per-pixel BCE against the consensus map, scored as EZ-VSL does.
+
+    avfusion localization --config workflow/config/scales/smoke.yaml --set data.manifest=data/tuxav-smoke \
+        --set init.checkpoint=results/runs/smoke/pretrain/deepavfusion --out results/runs/smoke/localization/x
+
+- encoder fine-tuned with layer decay 0.75 (or frozen); head = CosineLocalizationHead on the final
+  normed tokens, upsampled bilinearly (align_corners=True) to the image size.
+- metrics.json (avfusion.metrics.localization, percent): `ciou_ap50` (cIoU >= 0.5), `ciou_mean`,
+  `auc`, `n_images`, `n_skipped_empty`; and the same for two trivial maps: a centred Gaussian
+  prior (`prior_*`; its top half is the central disk) and uniform noise (`random_*`, seeded). examples.npz: a few images, GT maps and predicted maps.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from ..engine import OptimConfig, resolve_device, seed_everything, train
+from .common import add_job_arguments, job_main
+from .dense_common import (DataConfig, InitConfig, build_task_encoder, denormalize, eval_dataset,
+                           eval_loader, finetune_optim, run_encoder, write_examples)
+
+
+@dataclass
+class Config:
+    seed: int = 0
+    scale: str = "smoke"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    model: dict[str, Any] = field(default_factory=lambda: {"preset": "deepavfusion-smoke"})
+    freeze_encoder: bool = False
+    projection: bool = True              # Linear projections before the cosine (EZ-VSL-style head)
+    prior_sigma: float = 0.25            # centred Gaussian prior: std as a fraction of the image side
+    n_examples: int = 4
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=finetune_optim)
+    init: InitConfig = field(default_factory=InitConfig)
+
+
+class AVLocalizer(nn.Module):
+    """Encoder + cosine head: `model(image (B,3,S,S), audio (B,1,128,192)) -> logits (B,S,S)`."""
+
+    def __init__(self, encoder: nn.Module, frozen: bool, projection: bool = True):
+        super().__init__()
+        from ..models.localization_head import CosineLocalizationHead
+
+        self.encoder, self.frozen = encoder, frozen
+        self.head = CosineLocalizationHead(encoder.embed_dim if projection else 0)
+
+    def forward(self, image: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+        out = run_encoder(self.encoder, self.frozen, image, audio, return_embs=False)
+        return self.head(out.image, out.audio, tuple(self.encoder.image_grid), tuple(image.shape[-2:]))
+
+
+def gaussian_prior(size: int, sigma: float) -> torch.Tensor:
+    """Centred isotropic Gaussian (S, S), std = sigma * S."""
+    coords = (torch.arange(size, dtype=torch.float64) + 0.5) / size - 0.5  # (S,)
+    d2 = coords[:, None] ** 2 + coords[None, :] ** 2  # (S, S)
+    return torch.exp(-d2 / (2 * sigma ** 2)).float()
+
+
+def summarize(evaluator, prefix: str = "") -> dict:
+    out = evaluator.summary()
+    return {f"{prefix}ciou_ap50": 100 * out["ciou_ap50"], f"{prefix}ciou_mean": 100 * out["ciou_mean"],
+            f"{prefix}auc": 100 * out["auc"]}
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, device: torch.device, prior_sigma: float, n_examples: int) -> tuple[dict, dict]:
+    from ..metrics.localization import LocalizationEvaluator
+
+    model.eval()
+    ours, prior, uniform = LocalizationEvaluator(), LocalizationEvaluator(), LocalizationEvaluator()
+    gen = torch.Generator().manual_seed(0)
+    examples: dict[str, list] = {"image": [], "gt_map": [], "pred": []}
+    for batch in loader:
+        logits = model(batch["image"].to(device), batch["audio"].to(device)).float().cpu()  # (B, S, S)
+        gt = batch["gt_map"]  # (B, S, S)
+        ours.update(logits, gt)
+        prior.update(gaussian_prior(gt.shape[-1], prior_sigma).expand_as(gt), gt)
+        uniform.update(torch.rand(gt.shape, generator=gen), gt)
+        if len(examples["image"]) < n_examples:
+            examples["image"].append(torch.from_numpy(denormalize(batch["image"])))
+            examples["gt_map"].append(gt)
+            examples["pred"].append(torch.sigmoid(logits))
+    metrics = summarize(ours)
+    metrics.update(summarize(prior, prefix="prior_"))
+    metrics.update(summarize(uniform, prefix="random_"))
+    metrics.update(n_images=len(ours.cious), n_skipped_empty=ours.n_skipped_empty)
+    arrays = {k: torch.cat(v)[:n_examples].numpy() for k, v in examples.items() if v}
+    return metrics, arrays
+
+
+def run(cfg: Config, out_dir: Path) -> dict:
+    from ..data.datasets import LocalizationDataset
+    from ..models.localization_head import localization_loss
+    from ..provenance import write_metrics
+
+    t0 = time.perf_counter()
+    out_dir = Path(out_dir)
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    encoder = build_task_encoder(cfg.model, cfg.init, cfg.data.image_size, cfg.freeze_encoder)
+    model = AVLocalizer(encoder, cfg.freeze_encoder, cfg.projection)
+    train_set = LocalizationDataset(cfg.data.manifest, cfg.data.train_split, True, cfg.data.image_size)
+    eval_set = eval_dataset(lambda split: LocalizationDataset(cfg.data.manifest, split, False, cfg.data.image_size),
+                            cfg.data.eval_split)
+
+    def loss_fn(net, batch):
+        return localization_loss(net(batch["image"], batch["audio"]), batch["gt_map"]), {}
+
+    result = train(model, loss_fn, train_set, cfg.optim, out_dir, seed=cfg.seed, device=str(device),
+                   workers=cfg.data.workers, job_config=cfg, desc="localization")
+    loader = eval_loader(eval_set, cfg.data.eval_batch_size, cfg.data.workers)
+    metrics, examples = evaluate(result.model, loader, device, cfg.prior_sigma, cfg.n_examples)
+    if examples:
+        write_examples(out_dir / "examples.npz", **examples)
+    metrics.update(loss=float(result.history[-1]["loss"]), epochs=result.epochs_done, steps=result.steps)
+    write_metrics(out_dir, metrics, cfg=cfg, scale=cfg.scale, seed=cfg.seed,
+                  manifest=Path(cfg.data.manifest) / "manifest.csv", wall_s=time.perf_counter() - t0)
+    return metrics
+
+
+def add_arguments(parser):
+    add_job_arguments(parser)
+
+
+def main(args):
+    return job_main(args, Config, run)
