@@ -48,6 +48,14 @@ def every_run(tmp_path: Path, scale: str, extra_datasets: dict[str, list[str]] |
     return runs
 
 
+def assert_plans_every_table(stdout: str, results: Path) -> None:
+    outputs = set(re.findall(r"^    output: (.+)$", stdout, re.M))
+    planned = {p.strip() for line in outputs for p in line.split(",")}
+    expected = {f"{results}/table{i}.{ext}" for i in range(1, 8) for ext in ("csv", "md")}
+    expected |= {f"{results}/figure3.png", f"{results}/claims.md"}
+    assert expected <= planned, sorted(expected - planned)
+
+
 def test_experiments_name_every_variant_of_tables_3_to_7_once():
     assert sorted(EXPERIMENTS) == sorted(TABLE_VARIANTS)
     assert EXPERIMENTS["av_mae_late"] == {"kind": "alias", "alias_of": "late_fusion"}
@@ -56,8 +64,9 @@ def test_experiments_name_every_variant_of_tables_3_to_7_once():
 @pytest.mark.parametrize("scale", ["smoke", "tiny"])
 def test_dry_run_plans_every_run_of_every_variant(tmp_path, scale):
     out = snakemake("-n", "--cores", "2", "--config", f"scale={scale}", f"results={tmp_path}",
-                    f"data_dir={tmp_path}/data", "--", *every_run(tmp_path, scale))
+                    f"data_dir={tmp_path}/data", "--", "all", *every_run(tmp_path, scale))
     assert out.returncode == 0, out.stderr[-3000:]
+    assert_plans_every_table(out.stdout, tmp_path)
     trained = [n for n, s in EXPERIMENTS.items() if s["kind"] in ("avmae", "unimodal")]
     counts = job_counts(out.stdout)
     assert counts["pretrain"] == len(trained) == 19
@@ -78,8 +87,10 @@ def test_paper_dry_run_plans_official_datasets_with_fake_roots(tmp_path):
     extra = {"linprobe": ["vggsound_music"], "finetune": ["vggsound_music"], "segmentation": ["avsbench_s4"],
              "separation": ["music_duet", "vggsound_instruments"]}
     out = snakemake("-n", "--cores", "2", "--configfile", str(paths), "--config", "scale=paper",
-                    f"results={tmp_path}", f"data_dir={tmp_path}/data", "--", *every_run(tmp_path, "paper", extra))
+                    f"results={tmp_path}", f"data_dir={tmp_path}/data", "--", "all",
+                    *every_run(tmp_path, "paper", extra))
     assert out.returncode == 0, out.stderr[-3000:]
+    assert_plans_every_table(out.stdout, tmp_path)
     counts = job_counts(out.stdout)
     assert counts["prepare_dataset"] == 7
     # MAE / AudioMAE files are imported: the unimodal runs are only the Table 3 baselines, no extra init runs
