@@ -81,6 +81,24 @@ def test_unimodal_mae_features_go_through_the_linear_probe(tuxav, cav_run, tmp_p
     assert set(lp) >= {f"acc_{modality}", "acc_all"} and lp[f"acc_{modality}"] == lp["acc_all"]
 
 
+def test_cav_mae_encoder_goes_through_the_separation_task(tuxav, cav_run, tmp_path):
+    sep = _run("separation", tmp_path / "sep", "--set", f"data.manifest={tuxav}", "--set", "model.preset=cav-mae-smoke",
+               "--set", f"init.checkpoint={cav_run / 'cav'}", "--set", "decoder_width=16",
+               "--set", "optim.batch_size=2", "--set", "optim.max_steps_per_epoch=1")
+    assert sep["n_pairs"] + sep["n_skipped"] == 6 and sep["n_pairs"] > 0
+    assert all(isinstance(sep[k], float) for k in ("sdr", "sir", "sar", "sdr_mix"))
+    print("cav-mae smoke separation:", {k: round(v, 3) if isinstance(v, float) else v for k, v in sep.items()})
+
+
+def test_sound_of_pixels_trains_and_evaluates_in_the_separation_task(tuxav, tmp_path):
+    sop = {k: v for k, v in model_config("sound-of-pixels-smoke").items() if k != "family"}
+    sep = _run("separation", tmp_path / "sop", "--set", f"data.manifest={tuxav}", "--set", "method=sound_of_pixels",
+               "--set", f"sop={json.dumps(sop)}", "--set", "optim.batch_size=2")
+    assert sep["n_pairs"] + sep["n_skipped"] == 6 and sep["n_pairs"] > 0
+    assert all(isinstance(sep[k], float) for k in ("sdr", "sir", "sar", "sdr_mix"))
+    print("sound-of-pixels smoke separation:", {k: round(v, 3) if isinstance(v, float) else v for k, v in sep.items()})
+
+
 def test_classical_separation_job_writes_metrics_over_manifest_pairs(tuxav, tmp_path):
     """`avfusion classical-separation` on the smoke tuxav benchmark's fixed test pairs."""
     import csv
