@@ -32,4 +32,4 @@ def test_logits_upsampled_to_image_size_and_bce_trains_scale():
         loss = localization_loss(head(image, audio, (4, 4), (64, 64)), gt)
         first = first if first is not None else float(loss.detach())
         opt.zero_grad(); loss.backward(); opt.step()
-    assert float(loss.detach()) < first and float(head.logit_scale) > 1.0
+    assert float(loss.detach()) < first and head.logit_scale.item() > 1.0
