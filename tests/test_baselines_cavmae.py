@@ -108,3 +108,16 @@ def test_unimodal_init_fills_branch_and_joint_block(tmp_path):
     for norm in ("norm1", "norm1_v"):
         torch.testing.assert_close(getattr(joint, norm).weight, src.blocks[1].norm1.weight)
     assert not torch.equal(joint.norm1_a.weight, src.blocks[1].norm1.weight)  # audio norms untouched
+
+
+def test_layer_decay_sees_the_joint_block_at_its_depth():
+    """Fine-tuning's layer ids (spec 4): joint block = last layer, branches' blocks = their index + 1."""
+    from avfusion.optim import OptimConfig, param_groups
+
+    enc = build_encoder({"preset": "cav-mae-smoke"})  # depth 2: one branch block + the joint block
+    groups = param_groups(enc, OptimConfig(layer_decay=0.75), depth=enc.depth)
+    layer_of = {name: int(g["name"].split("_")[0][len("layer"):]) for g in groups for name in g["param_names"]}
+    assert layer_of["fusion_blocks.1.attn.qkv.weight"] == 2
+    assert layer_of["audio.blocks.0.mlp.fc1.weight"] == 1
+    assert layer_of["image.patch_embed.proj.weight"] == 0
+    assert layer_of["fusion_norm.weight"] == 3
