@@ -99,12 +99,9 @@ def component_features(W: np.ndarray, H: np.ndarray, n_mfcc: int = 13,
 
 
 def cluster_components(features: np.ndarray, n_sources: int = 2, seed: int = 0) -> np.ndarray:
-    """k-means labels (k,) in 0..n_sources-1; a source left empty takes the component farthest from the others."""
-    labels = KMeans(n_clusters=n_sources, n_init=10, random_state=seed).fit_predict(features)
-    for s in range(n_sources):
-        if not (labels == s).any():  # cannot happen with k-means on distinct points, guard anyway
-            labels[np.argmax(np.linalg.norm(features - features.mean(0), axis=1))] = s
-    return labels
+    """k-means labels (k,) in 0..n_sources-1 (a degenerate input may leave a source empty: its mask
+    is then 0 and its estimate silent, which the evaluation skips and counts)."""
+    return KMeans(n_clusters=n_sources, n_init=10, random_state=seed).fit_predict(features)
 
 
 def nmf_masks(mag: np.ndarray, cfg: NMFConfig | None = None, n_sources: int = 2) -> np.ndarray:
