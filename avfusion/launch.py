@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -272,6 +273,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--task {args.task!r} is not an avfusion command; choose from {', '.join(COMMANDS)}")
     resources = Resources(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Resources)})
     job_name = args.job_name or "avf-" + "-".join(args.out.resolve().parts[-3:])
+    # the job uses the CPUs it asked for (torch reads these at import; inherited by local/slurm jobs)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(resources.cpus)
     job = TaskJob(args.task, args.out, args.config, args.overrides)
     try:
         metrics = launch(job, args.out, args.executor, resources, job_name)
