@@ -21,11 +21,20 @@ from slurm_cluster import slurm_cluster  # noqa: F401  (session fixture)
 from test_workflow import snakemake
 
 REPO = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.slurm
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 
-def test_smoke_table_through_the_slurm_profile(tmp_path, slurm_cluster):
-    results, data = tmp_path / "results", tmp_path / "data"
+@pytest.fixture(scope="module")
+def smoke_data(tmp_path_factory) -> Path:
+    """data_dir with the smoke tuxav manifest (data/smoke/tuxav), made once for this module."""
+    data = tmp_path_factory.mktemp("data")
+    subprocess.run([sys.executable, "-m", "avfusion.cli", "data", "make-tuxav", "--scale", "smoke",
+                    "--out", str(data / "smoke" / "tuxav")], check=True, capture_output=True, timeout=300)
+    return data
+
+
+def test_smoke_table_through_the_slurm_profile(tmp_path, slurm_cluster, smoke_data):
+    results, data = tmp_path / "results", smoke_data
     target = f"{results}/table2.csv"
     t0 = time.perf_counter()
     out = snakemake("--profile", "slurm", "--config", "scale=smoke", f"results={results}", f"data_dir={data}",
@@ -57,10 +66,8 @@ def test_smoke_table_through_the_slurm_profile(tmp_path, slurm_cluster):
     assert len(slurm_cluster.squeue_all()) == len(squeue)
 
 
-def test_preempted_pretraining_resumes_with_identical_metrics(tmp_path, slurm_cluster):
-    data = tmp_path / "tuxav"
-    subprocess.run([sys.executable, "-m", "avfusion.cli", "data", "make-tuxav", "--scale", "smoke", "--out", str(data)],
-                   check=True, capture_output=True, timeout=300)
+def test_preempted_pretraining_resumes_with_identical_metrics(tmp_path, slurm_cluster, smoke_data):
+    data = smoke_data / "smoke" / "tuxav"
     config = tmp_path / "pretrain.yaml"
     config.write_text(
         "scale: smoke\ndevice: cpu\nmodel: {preset: deepavfusion-smoke}\n"
