@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -84,3 +85,32 @@ def test_probe_without_feature_cache_trains_heads_on_augmented_clips(smoke_manif
     metrics = linprobe.run(_config(smoke_manifest, "feature_cache=false", "optim.epochs=1"), tmp_path)
     assert set(metrics) >= {"acc_all", "acc_image", "acc_audio", "acc_fusion"}
     assert (tmp_path / "log.csv").read_text().count("\n") == 1 + 3        # 36 clips / 12 = 3 steps
+
+
+@pytest.mark.skipif(not os.environ.get("AVFUSION_SLOW_TESTS"),
+                    reason="about 3 CPU-minutes; run with AVFUSION_SLOW_TESTS=1 (see the docstring)")
+def test_probe_on_pretrained_encoder_beats_random_init_on_the_tiny_benchmark(tmp_path):
+    """Pretraining helps the probe once there is enough data: smoke-size model, tiny benchmark (1536 train
+    clips), 768 AV-MAE steps of 32 clips, probe evaluated on val+test (384 clips). Measured (seed 0):
+    acc_all 46.9 pretrained vs 28.4 random init. With the smoke benchmark (36 train clips, <= 180 steps)
+    or 192 clips x 120 steps the probe on the random encoder was as good or better (noise of 12-48 eval
+    clips, random log-mel features are a strong audio probe), so this comparison is opt-in, not CI."""
+    from avfusion.data.tuxav import make_tuxav
+    from avfusion.tasks import pretrain
+
+    torch.set_num_threads(1)
+    make_tuxav(tmp_path / "tiny", "tiny", 0)
+    common = [f"data.manifest={tmp_path / 'tiny'}", "data.image_size=64", "device=cpu", "seed=0",
+              "model.preset=deepavfusion-smoke"]
+    pcfg = load_job_config(pretrain.Config, [], common + [
+        "optim.batch_size=32", "optim.max_steps_per_epoch=48", "optim.epochs=16", "optim.lr=0.0015",
+        "optim.warmup_epochs=1", "optim.unimodal_lr_ramp=false", "knn.enabled=false"], pretrain.RECIPES)
+    pretrain.run(pcfg, tmp_path / "pretrain")
+    acc = {}
+    for name, ckpt in [("pretrained", str(tmp_path / "pretrain")), ("random", "")]:
+        cfg = load_job_config(linprobe.Config, [], common + [
+            "data.eval_split=val+test", "recipe=paper", "optim.lr=0.01", "optim.epochs=20", "optim.batch_size=64",
+            f"init.checkpoint={ckpt}"], linprobe.RECIPES)
+        acc[name] = linprobe.run(cfg, tmp_path / f"linprobe_{name}")["acc_all"]
+    print(f"linear probe acc_all: pretrained {acc['pretrained']:.2f} vs random init {acc['random']:.2f}")
+    assert acc["pretrained"] > acc["random"] + 10.0
