@@ -70,7 +70,7 @@ def _launch(out_dir: Path, sleep_s: float) -> subprocess.Popen:
 def test_sigkill_mid_epoch_then_restart_logs_identical_losses(tmp_path):
     ref_dir, killed_dir = tmp_path / "reference", tmp_path / "killed"
     reference = _launch(ref_dir, 0.0)
-    victim = _launch(killed_dir, 0.08)
+    victim = _launch(killed_dir, 0.15)
     # 48 items / batch 4 = 12 iterations = 6 optimizer steps per epoch: kill in epoch 1 (0-based)
     deadline = time.time() + 60
     while time.time() < deadline:
@@ -85,8 +85,9 @@ def test_sigkill_mid_epoch_then_restart_logs_identical_losses(tmp_path):
     os.kill(victim.pid, signal.SIGKILL)
     victim.wait()
     assert victim.returncode == -signal.SIGKILL
-    assert load_checkpoint(killed_dir)["epoch"] == 1  # killed after epoch 0's checkpoint
-    assert any(int(r["step"]) > 6 for r in _rows(killed_dir / "log.csv"))  # rows past the checkpoint
+    ckpt = load_checkpoint(killed_dir)
+    assert ckpt["epoch"] in (1, 2)                  # killed mid-run, after at least one checkpoint
+    assert any(int(r["step"]) > ckpt["step"] for r in _rows(killed_dir / "log.csv"))  # rows past it
 
     restarted = _launch(killed_dir, 0.0)
     out, _ = restarted.communicate(timeout=90)
