@@ -119,7 +119,12 @@ def test_model_summary_command_prints_totals(capsys):
     assert "total 378997760" in capsys.readouterr().out.splitlines()
 
 
-@pytest.mark.parametrize("preset", sorted(PRESETS))
+# this module's own presets only: baselines (e.g. CAV-MAE, 0.75/0.75 masking) add theirs to PRESETS
+# when imported, and whether that happened before collection depends on the test order
+OWN_PRESETS = sorted(name for name, d in PRESETS.items() if d.get("family") in ("deepavfusion", "mae"))
+
+
+@pytest.mark.parametrize("preset", OWN_PRESETS)
 def test_every_preset_validates_and_builds_on_meta(preset):
     cfg = model_config(preset)
     assert (cfg["image"]["mask_ratio"], cfg["audio"]["mask_ratio"]) == (0.75, 0.8)   # spec 3.1
