@@ -204,3 +204,25 @@ def test_slurm_profile_resolves_from_the_repo_root_and_selects_slurm(tmp_path):
     assert out.returncode == 1
     assert "config error at 'executor': slurm" in out.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_changed_job_config_moves_the_old_run_aside(tmp_path):
+    """A run folder whose checkpoint came from another config is never resumed with the new one."""
+    namespace = _common_namespace("smoke", tmp_path)
+    commands: list[str] = []
+    namespace["shell"] = commands.append  # record the launch command instead of running it
+    run = tmp_path / "runs/smoke/pretrain/mae_image"
+    cfg = namespace["job_config"]("pretrain", "mae_image")
+    namespace["run_job"]("pretrain", "mae_image", cfg, run / "launch.log")
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints/checkpoint_latest.pth").write_bytes(b"epoch 1 of the old config")
+    namespace["run_job"]("pretrain", "mae_image", cfg, run / "launch.log")  # same config: resume in place
+    assert list(tmp_path.glob("runs/smoke/pretrain/mae_image.replaced-*")) == []
+    changed = namespace["deep_merge"](cfg, {"optim": {"epochs": 3}})
+    namespace["run_job"]("pretrain", "mae_image", changed, run / "launch.log")
+    (stale,) = tmp_path.glob("runs/smoke/pretrain/mae_image.replaced-*")
+    assert (stale / "checkpoints/checkpoint_latest.pth").read_bytes() == b"epoch 1 of the old config"
+    assert not (run / "checkpoints").exists()
+    assert yaml.safe_load((run / "job_config.yaml").read_text())["optim"]["epochs"] == 3
+    assert len(commands) == 3 and "-m avfusion.launch --executor debug --task pretrain --config" in commands[-1]
+    assert f"--out {run}" in commands[-1] and "--cpus 1 --gpus 0 --mem-gb 1 --time-min 10" in commands[-1]

@@ -171,17 +171,25 @@ def launch_command(task, variant, config_file, command=None):
     return " ".join(shlex.quote(a) for a in args)
 
 
-def write_job_config(path, cfg):
-    from avfusion.io import atomic_write_text
-
-    header = "# written by the Snakefile (workflow/rules/common.smk: job_config); edit the config files instead\n"
-    atomic_write_text(path, header + yaml.safe_dump(cfg, sort_keys=False))
+JOB_CONFIG_HEADER = "# written by the Snakefile (workflow/rules/common.smk: job_config); edit the config files instead\n"
 
 
 def run_job(task, variant, cfg, log, command=None):
-    config_file = f"{run_dir(task, variant)}/job_config.yaml"
-    write_job_config(config_file, cfg)
-    shell(f"{launch_command(task, variant, config_file, command)} >> {shlex.quote(str(log))} 2>&1")
+    """Write <run>/job_config.yaml and run the job through avfusion.launch. A run folder left by a
+    different config (its checkpoint would be resumed) is moved aside to <run>.replaced-<time> first."""
+    import time
+    from avfusion.io import atomic_write_text
+
+    folder = Path(run_dir(task, variant))
+    config_file = folder / "job_config.yaml"
+    text = JOB_CONFIG_HEADER + yaml.safe_dump(cfg, sort_keys=False)
+    if config_file.is_file() and config_file.read_text() != text:
+        stale = folder.with_name(f"{folder.name}.replaced-{time.strftime('%Y%m%dT%H%M%S')}")
+        folder.rename(stale)
+        print(f"{folder}: the job config changed; the old run folder (and its checkpoint) moved to {stale}")
+    atomic_write_text(config_file, text)
+    Path(log).parent.mkdir(parents=True, exist_ok=True)
+    shell(f"{launch_command(task, variant, str(config_file), command)} >> {shlex.quote(str(log))} 2>&1")
 
 
 # ----------------------------------------------------------------------------- checks before any job
