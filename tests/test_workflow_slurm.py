@@ -111,3 +111,13 @@ def test_preempted_pretraining_resumes_with_identical_metrics(tmp_path, slurm_cl
     plain = read_json(tmp_path / "uninterrupted" / "metrics.json")["metrics"]
     assert resumed == plain
     assert slurm_state(job_id) == "COMPLETED"
+
+
+def test_unknown_partition_is_refused_before_any_submission(tmp_path, slurm_cluster):
+    before = len(slurm_cluster.squeue_all())
+    out = snakemake("--profile", "slurm", "--config", "scale=smoke", "slurm_partition=gpu_nosuch",
+                    f"results={tmp_path}", "--", f"{tmp_path}/runs/smoke/pretrain/mae_image/metrics.json")
+    assert out.returncode == 1
+    assert "config error at 'slurm_partition': SLURM partition 'gpu_nosuch' does not exist" in out.stderr
+    assert "['debug']" in out.stderr  # what the cluster has
+    assert len(slurm_cluster.squeue_all()) == before and not (tmp_path / "runs").exists()
