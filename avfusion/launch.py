@@ -157,6 +157,11 @@ def slurm_state(job_id: str) -> str:
     return out.stdout.strip().splitlines()[0].strip() if out.stdout.strip() else ""
 
 
+def _ended(state: str) -> bool:
+    """True once a job will not run again by itself (or has left squeue)."""
+    return state == "" or state.split()[0] in TERMINAL_STATES
+
+
 def _tail(path: Path, n: int = 30) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
@@ -173,7 +178,7 @@ def wait_slurm(job, poll_s: float = 2.0, grace_s: float = 20.0) -> Any:
         if state != last_state:
             print(f"[launch] SLURM job {job.job_id}: {state or 'gone from squeue'}", flush=True)
             last_state = state
-        if state == "" or state.split()[0] in TERMINAL_STATES:
+        if _ended(state):
             finished_at = finished_at or time.time()
             if time.time() - finished_at > grace_s:  # the result pickle never came
                 raise LaunchError(f"SLURM job {job.job_id} ended ({state or 'left squeue'}) without a result; "
@@ -183,7 +188,7 @@ def wait_slurm(job, poll_s: float = 2.0, grace_s: float = 20.0) -> Any:
         time.sleep(poll_s)
     # the result is written just before the job step exits: let SLURM record the end too
     deadline = time.time() + grace_s
-    while time.time() < deadline and slurm_state(job.job_id).split()[:1] not in ([], *([s] for s in TERMINAL_STATES)):
+    while time.time() < deadline and not _ended(slurm_state(job.job_id)):
         time.sleep(min(poll_s, 0.5))
     return job.result()
 
@@ -206,7 +211,7 @@ def _live_slurm_job(folder: Path):
         state = slurm_state(info["job_id"])
     except LaunchError:
         return None
-    if state and state.split()[0] not in TERMINAL_STATES:
+    if not _ended(state):
         return submitit.SlurmJob(folder=folder, job_id=str(info["job_id"]))
     return None
 

@@ -181,3 +181,24 @@ def test_requeued_slurm_job_resumes_from_checkpoint(tmp_path, slurm_cluster, mon
     uninterrupted = launch(ResumableRegression(tmp_path / "plain", epochs=6), tmp_path / "plain", executor="debug")
     assert _fitted(result) == _fitted(uninterrupted)
     assert slurm_state(job_id) == "COMPLETED"
+
+
+@pytest.mark.slurm
+def test_second_launch_reattaches_to_the_running_slurm_job(tmp_path, slurm_cluster, monkeypatch, capsys):
+    """E.g. Snakemake restarted while its SLURM job still runs: the job is waited for, not resubmitted."""
+    monkeypatch.setenv("PYTHONPATH", str(TESTS))
+    results: list[dict] = []
+    job = ResumableRegression(tmp_path, epochs=4, sleep_s=1.0)
+    first = threading.Thread(target=lambda: results.append(launch(job, tmp_path, executor="slurm",
+                                                                  resources=Resources(time_min=5, mem_gb=1), poll_s=0.5)))
+    first.start()
+    deadline = time.time() + 120
+    while not (tmp_path / "starts.txt").is_file() and time.time() < deadline:
+        time.sleep(0.2)
+    before = len(slurm_cluster.squeue_all())
+    second = launch(job, tmp_path, executor="slurm", resources=Resources(time_min=5, mem_gb=1), poll_s=0.5)
+    first.join(timeout=120)
+    job_id = read_json(tmp_path / "submitit" / "launch.json")["job_id"]
+    assert f"re-attaching to SLURM job {job_id}" in capsys.readouterr().out
+    assert len(slurm_cluster.squeue_all()) == before and len(_starts(tmp_path)) == 1
+    assert _fitted(second) == _fitted(results[0])
