@@ -35,6 +35,9 @@ class SlurmCluster:
         return [dict(zip(("job_id", "name", "state"), line.split("|"))) for line in out.splitlines() if line]
 
 
+_RUNNING: list[SlurmCluster] = []  # test modules each import the fixture: they share one cluster
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -43,6 +46,9 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="session")
 def slurm_cluster(tmp_path_factory):
+    if _RUNNING:
+        yield _RUNNING[0]
+        return
     missing = [b for b in ("munged", "slurmctld", "slurmd", "sbatch") if shutil.which(b) is None]
     if missing:
         pytest.skip(f"SLURM packages missing ({', '.join(missing)}): run scripts/install-system.sh as root")
@@ -59,9 +65,11 @@ def slurm_cluster(tmp_path_factory):
     assert start.stdout.strip() == f"export SLURM_CONF={conf}"
     previous = os.environ.get("SLURM_CONF")
     os.environ["SLURM_CONF"] = str(conf)
+    _RUNNING.append(SlurmCluster(folder=folder, conf=conf))
     try:
-        yield SlurmCluster(folder=folder, conf=conf)
+        yield _RUNNING[0]
     finally:
+        _RUNNING.clear()
         subprocess.run(["scancel", "--user", "root"], capture_output=True, timeout=30)
         subprocess.run(["bash", str(REPO / "scripts/slurm/stop.sh"), str(folder)], capture_output=True, timeout=60)
         if previous is None:
