@@ -46,7 +46,10 @@ def test_localization_beats_the_centred_prior_on_the_tiny_benchmark(pretrained_t
     manifest, pretrain_run = pretrained_tiny
     cfg = load_job_config(localization.Config, [], COMMON + [
         f"data.manifest={manifest}", f"init.checkpoint={pretrain_run}", "data.eval_split=val+test",
-        "data.eval_batch_size=32", "optim.batch_size=16", "optim.lr=0.001", "optim.epochs=3", "n_examples=0"])
+        "data.eval_batch_size=32", "optim.batch_size=16", "optim.lr=0.001", "optim.epochs=3", "n_examples=0",
+        # the measured run's effective optimizer, pinned (an `optim.*` override currently rebuilds the
+        # section from OptimConfig's class defaults: no layer decay, betas 0.9/0.95)
+        "optim.layer_decay=null", "optim.betas=[0.9,0.95]", "optim.weight_decay=0.05", "optim.warmup_epochs=0"])
     m = localization.run(cfg, tmp_path)
     print(f"localization tiny: ciou_mean {m['ciou_mean']:.2f} vs prior {m['prior_ciou_mean']:.2f}; "
           f"ciou_ap50 {m['ciou_ap50']:.2f} vs prior {m['prior_ciou_ap50']:.2f}; auc {m['auc']:.2f} vs prior "
