@@ -109,6 +109,11 @@ def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
     kwargs = {}
     for name, value in data.items():
         key = f"{prefix}.{name}" if prefix else name
+        default = _field_default(fields[name])
+        if isinstance(value, dict) and dataclasses.is_dataclass(default):
+            # a partial section overrides the field's own default (e.g. a task's OptimConfig
+            # with layer decay), not the bare class defaults
+            value = merge(to_dict(default), value)
         kwargs[name] = _coerce(value, hints[name], key)
     try:
         obj = cls(**kwargs)
@@ -118,6 +123,12 @@ def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
     if callable(validate):
         validate()
     return obj
+
+
+def _field_default(f: dataclasses.Field) -> Any:
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None if f.default is dataclasses.MISSING else f.default
 
 
 def to_dict(obj: Any) -> Any:

@@ -21,6 +21,11 @@ class Outer:
     layers: list[int] = field(default_factory=list)
 
 
+@dataclass
+class Task:
+    inner: Inner = field(default_factory=lambda: Inner(arch="token", ratio=0.5))
+
+
 def test_yaml_files_and_overrides_merge_left_to_right(tmp_path):
     a = tmp_path / "a.yaml"
     a.write_text("epochs: 3\ninner: {arch: dense}\n")
@@ -51,3 +56,11 @@ def test_hash_changes_with_values_only():
     assert config_hash(Outer()) == config_hash(Outer())
     assert config_hash(Outer()) != config_hash(Outer(epochs=2))
     assert parse_overrides(["a.b=1", "a.c=x"]) == {"a": {"b": 1, "c": "x"}}
+
+
+def test_partial_section_keeps_the_fields_own_defaults():
+    """A task whose section default differs from the class defaults (e.g. an OptimConfig with layer
+    decay) keeps those defaults when only some keys of the section are overridden."""
+    assert load_config(Task, [], ["inner.ratio=2"]).inner == Inner(arch="token", ratio=2.0)
+    assert load_config(Task, [], []).inner == Inner(arch="token", ratio=0.5)
+    assert load_config(Outer, [], ["inner.ratio=2"]).inner == Inner(arch="factorized", ratio=2.0)
