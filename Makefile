@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 JOBS   ?= 2
 
-.PHONY: setup system tiny smoke test slurm-up slurm-down clean-results
+.PHONY: setup system tiny smoke test clean-results
 
 setup: $(STAMP)
 
