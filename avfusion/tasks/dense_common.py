@@ -115,3 +115,17 @@ def write_examples(path: Path, **arrays) -> Path:
     buf = io.BytesIO()
     np.savez_compressed(buf, **{k: np.asarray(v) for k, v in arrays.items()})
     return _atomic_write_bytes(path, buf.getvalue())
+
+
+def finish_run(out_dir: Path, cfg, result, metrics: dict, examples: dict | None, t0: float) -> dict:
+    """Write a dense task's `examples.npz` (if any) and, last, its `metrics.json` (+ training summary)."""
+    import time
+
+    from ..provenance import write_metrics
+
+    if examples:
+        write_examples(out_dir / "examples.npz", **examples)
+    metrics.update(loss=float(result.history[-1]["loss"]), epochs=result.epochs_done, steps=result.steps)
+    write_metrics(out_dir, metrics, cfg=cfg, scale=cfg.scale, seed=cfg.seed,
+                  manifest=Path(cfg.data.manifest) / "manifest.csv", wall_s=time.perf_counter() - t0)
+    return metrics

@@ -26,7 +26,7 @@ from torch import nn
 from ..engine import OptimConfig, resolve_device, seed_everything, train
 from .common import add_job_arguments, job_main
 from .dense_common import (DataConfig, InitConfig, build_task_encoder, denormalize, eval_dataset,
-                           eval_loader, finetune_optim, run_encoder, write_examples)
+                           eval_loader, finetune_optim, finish_run, run_encoder)
 
 
 @dataclass
@@ -115,7 +115,6 @@ def evaluate(model: nn.Module, loader, device: torch.device, num_classes: int, n
 
 def run(cfg: Config, out_dir: Path) -> dict:
     from ..data.datasets import SegmentationDataset
-    from ..provenance import write_metrics
 
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
@@ -135,12 +134,7 @@ def run(cfg: Config, out_dir: Path) -> dict:
                    workers=cfg.data.workers, job_config=cfg, desc="segmentation")
     loader = eval_loader(eval_set, cfg.data.eval_batch_size, cfg.data.workers)
     metrics, examples = evaluate(result.model, loader, device, cfg.num_classes, cfg.n_examples)
-    if examples:
-        write_examples(out_dir / "examples.npz", **examples)
-    metrics.update(loss=float(result.history[-1]["loss"]), epochs=result.epochs_done, steps=result.steps)
-    write_metrics(out_dir, metrics, cfg=cfg, scale=cfg.scale, seed=cfg.seed,
-                  manifest=Path(cfg.data.manifest) / "manifest.csv", wall_s=time.perf_counter() - t0)
-    return metrics
+    return finish_run(out_dir, cfg, result, metrics, examples, t0)
 
 
 def add_arguments(parser):

@@ -29,7 +29,7 @@ from ..config import from_dict
 from ..engine import OptimConfig, resolve_device, seed_everything, train
 from .common import add_job_arguments, job_main
 from .dense_common import (DataConfig, InitConfig, build_task_encoder, eval_dataset, eval_loader,
-                           finetune_optim, run_encoder, write_examples)
+                           finetune_optim, finish_run, run_encoder)
 
 LOSSES = ("mse", "binary_bce", "weighted_ratio_bce")
 
@@ -144,7 +144,6 @@ def evaluate(model: nn.Module, loader, device: torch.device, backend: str | None
 
 def run(cfg: Config, out_dir: Path) -> dict:
     from ..data.datasets import MixtureDataset
-    from ..provenance import write_metrics
 
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
@@ -167,12 +166,7 @@ def run(cfg: Config, out_dir: Path) -> dict:
                    workers=cfg.data.workers, job_config=cfg, desc=f"separation[{cfg.method}]")
     loader = eval_loader(eval_set, cfg.data.eval_batch_size, cfg.data.workers)
     metrics, examples = evaluate(result.model, loader, device, cfg.metrics_backend, cfg.n_examples)
-    if examples:
-        write_examples(out_dir / "examples.npz", **examples)
-    metrics.update(loss=float(result.history[-1]["loss"]), epochs=result.epochs_done, steps=result.steps)
-    write_metrics(out_dir, metrics, cfg=cfg, scale=cfg.scale, seed=cfg.seed,
-                  manifest=Path(cfg.data.manifest) / "manifest.csv", wall_s=time.perf_counter() - t0)
-    return metrics
+    return finish_run(out_dir, cfg, result, metrics, examples, t0)
 
 
 def add_arguments(parser):
