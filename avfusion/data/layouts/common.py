@@ -182,6 +182,21 @@ class MediaCheck:
         info, reason = self._cache[key]
         return reason is None, info, reason
 
+    def frame_and_audio(self, frame: Path, audio: Path, report: SkipReport):
+        """Still frame + audio file of one clip -> ((w, h), duration or None), or None after
+        counting the skip (missing/unreadable image or audio) in `report`."""
+        ok, size, reason = self.check(frame, "image")
+        if ok:
+            ok, duration, reason = self.check(audio, "audio")
+        if not ok:
+            report.skip(str(frame if "image" in reason else audio), reason)
+            return None
+        size = size or image_size(frame)[0]
+        if size is None:
+            report.skip(str(frame), "unreadable image")
+            return None
+        return size, duration
+
 
 def progress_for(total: int, desc: str) -> Progress:
     return Progress(total=total, desc=desc, every=max(1, total // 20))

@@ -24,7 +24,7 @@ import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from .common import (LayoutReport, MediaCheck, finish, image_size, metadata_file, progress_for,
+from .common import (LayoutReport, MediaCheck, finish, metadata_file, progress_for,
                      read_csv, read_lines)
 
 ANNOTATION_SIZE = 256  # the XML coordinates refer to a 256 x 256 image
@@ -92,16 +92,10 @@ def prepare(root: str | Path, out: str | Path, check_media: bool = True, test_li
         if not xml.is_file():
             report.skip(str(xml), "missing annotation file")
             continue
-        ok, size, reason = media.check(frame, "image")
-        if ok:
-            ok, duration, reason = media.check(audio, "audio")
-        if not ok:
-            report.skip(str(frame if "image" in reason else audio), reason)
+        checked = media.frame_and_audio(frame, audio, report)
+        if checked is None:
             continue
-        size = size or image_size(frame)[0]
-        if size is None:
-            report.skip(str(frame), "unreadable image")
-            continue
+        size, duration = checked
         try:
             annotators = parse_annotation(xml)
         except ValueError as err:

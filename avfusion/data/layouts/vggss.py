@@ -27,7 +27,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from .common import (LayoutReport, MediaCheck, finish, image_size, metadata_file, progress_for,
+from .common import (LayoutReport, MediaCheck, finish, metadata_file, progress_for,
                      read_json, read_lines, vggsound_folder)
 
 
@@ -92,16 +92,10 @@ def prepare(root: str | Path, out: str | Path, check_media: bool = True, boxes_j
             report.skip(file, "no valid box")
             continue
         frame, audio = root / "frames" / f"{file}.jpg", root / "audio" / f"{file}.wav"
-        ok, size, reason = media.check(frame, "image")
-        if ok:
-            ok, duration, reason = media.check(audio, "audio")
-        if not ok:
-            report.skip(str(frame if "image" in reason else audio), reason)
+        checked = media.frame_and_audio(frame, audio, report)
+        if checked is None:
             continue
-        size = size or image_size(frame)[0]
-        if size is None:
-            report.skip(str(frame), "unreadable image")
-            continue
+        size, duration = checked
         width, height = size
         pixel = [[b[0] * width, b[1] * height, b[2] * width, b[3] * height] for b in boxes]
         rows.append({"clip_id": file, "split": "test", "video": "", "audio": str(audio), "frame": str(frame),
