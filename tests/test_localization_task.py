@@ -11,7 +11,7 @@ import torch
 
 from avfusion.cli import main as cli_main
 from avfusion.metrics.localization import ciou
-from avfusion.tasks.localization import gaussian_prior
+from avfusion.tasks.localization import MismatchedAudio, gaussian_prior, mismatched_partners
 
 SMOKE = ["data.image_size=64", "optim.batch_size=8", "optim.lr=0.001", "optim.warmup_epochs=1",
          "optim.schedule=constant", "device=cpu", "data.eval_batch_size=12", "data.eval_split=val+test"]
@@ -36,6 +36,18 @@ def test_gaussian_prior_binarizes_to_the_central_half():
     assert ciou(prior, corner) == 0.0
 
 
+def test_mismatched_audio_comes_from_another_class_half_the_set_away():
+    labels = ["a", "a", "b", "b", "c", "a", "", "b"]
+    partners = mismatched_partners(labels)
+    assert partners == [4, 6, 6, 0, 0, 2, 2, 4]  # i + 4, then onwards (mod 8) to the first other class
+    assert mismatched_partners(labels) == partners
+    with pytest.raises(ValueError, match="shuffled_audio=false"):
+        mismatched_partners(["a", "a", "a"])
+    items = [{"image": torch.full((1,), float(i)), "audio": torch.full((1,), 10.0 + i)} for i in range(8)]
+    item = MismatchedAudio(items, partners)[1]
+    assert item["image"].item() == 1 and item["audio"].item() == 16
+
+
 def test_smoke_localization_beats_a_random_map(tuxav, tmp_path):
     torch.set_num_threads(1)
     sets = [f"data.manifest={tuxav}", "optim.epochs=15", *SMOKE]
@@ -44,6 +56,8 @@ def test_smoke_localization_beats_a_random_map(tuxav, tmp_path):
     print(f"localization smoke: ciou_mean {m['ciou_mean']:.2f} (prior {m['prior_ciou_mean']:.2f}), "
           f"ciou_ap50 {m['ciou_ap50']:.2f} (prior {m['prior_ciou_ap50']:.2f}), auc {m['auc']:.2f} "
           f"(prior {m['prior_auc']:.2f}); random map: ciou_mean {m['random_ciou_mean']:.2f}, auc {m['random_auc']:.2f}")
+    print(f"with mismatched audio: ciou_mean {m['shuffled_audio_ciou_mean']:.2f}, "
+          f"ciou_ap50 {m['shuffled_audio_ciou_ap50']:.2f}, auc {m['shuffled_audio_auc']:.2f}")
     assert m["n_images"] == 12 and m["n_skipped_empty"] == 0 and m["steps"] == 60
     assert m["ciou_mean"] > m["random_ciou_mean"] + 5
     assert m["auc"] > m["random_auc"] + 5

@@ -8,7 +8,12 @@ each visual token, trained with per-pixel BCE against the consensus map, scored 
   normed tokens, upsampled bilinearly (align_corners=True) to the image size.
 - metrics.json (avfusion.metrics.localization, percent): `ciou_ap50` (cIoU >= 0.5), `ciou_mean`,
   `auc`, `n_images`, `n_skipped_empty`; and the same for two trivial maps: a centred Gaussian
-  prior (`prior_*`; its top half is the central disk) and uniform noise (`random_*`, seeded). examples.npz: a few images, GT maps and predicted maps.
+  prior (`prior_*`; its top half is the central disk) and uniform noise (`random_*`, seeded).
+- audio dependence (`shuffled_audio: true`, the default; one more eval pass): the same metrics with
+  mismatched audio, `shuffled_audio_ciou_ap50`, `shuffled_audio_ciou_mean`, `shuffled_audio_auc`:
+  eval clip i gets the audio of the first clip at i + n//2, i + n//2 + 1, ... (mod n, n eval clips)
+  that shares no label with it (unlabelled clips: any other clip). A map that ignores the audio
+  scores the same as with its own audio. examples.npz: a few images, GT maps and predicted maps.
 """
 from __future__ import annotations
 
@@ -19,9 +24,11 @@ from typing import Any, Literal
 
 import torch
 from torch import nn
+from torch.utils.data import ConcatDataset, Dataset
 
 from ..engine import OptimConfig, resolve_device, seed_everything, train
 from .common import add_job_arguments, job_main
+from ..data.manifest import split_labels
 from .dense_common import (DataConfig, InitConfig, build_task_encoder, denormalize, eval_dataset,
                            eval_loader, finetune_optim, finish_run, run_encoder)
 
@@ -35,6 +42,7 @@ class Config:
     freeze_encoder: bool = False
     projection: bool = True              # Linear projections before the cosine (EZ-VSL-style head)
     prior_sigma: float = 0.25            # centred Gaussian prior: std as a fraction of the image side
+    shuffled_audio: bool = True          # also score every image with another class's audio (shuffled_audio_*)
     n_examples: int = 4
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=finetune_optim)
@@ -69,8 +77,50 @@ def summarize(evaluator, prefix: str = "") -> dict:
             f"{prefix}auc": 100 * out["auc"]}
 
 
+def mismatched_partners(labels: list[str]) -> list[int]:
+    """For each clip i, the first j in i + n//2, i + n//2 + 1, ... (mod n) whose label shares no class
+    with clip i's ('' = unlabelled: any j != i). Deterministic; raises when a clip has no such partner."""
+    n = len(labels)
+    names = [set(split_labels(label)) for label in labels]
+    partners = []
+    for i in range(n):
+        for k in range(n):
+            j = (i + n // 2 + k) % n
+            if j != i and not (names[i] & names[j]):
+                partners.append(j)
+                break
+        else:
+            raise ValueError(f"shuffled audio: eval clip {i} (label {labels[i]!r}) has no clip of another class "
+                             f"among the {n} eval clips; set shuffled_audio=false")
+    return partners
+
+
+def eval_labels(dataset) -> list[str]:
+    """Manifest labels of an eval dataset (a LocalizationDataset or a ConcatDataset of them), in order."""
+    parts = dataset.datasets if isinstance(dataset, ConcatDataset) else [dataset]
+    return [row.get("label", "") for part in parts for row in part.rows]
+
+
+class MismatchedAudio(Dataset):
+    """Item i of `dataset` with the audio of item `partners[i]` (eval datasets are deterministic)."""
+
+    def __init__(self, dataset, partners: list[int]):
+        self.dataset, self.partners = dataset, partners
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        item = dict(self.dataset[index])
+        item["audio"] = self.dataset[self.partners[index]]["audio"]
+        return item
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, loader, device: torch.device, prior_sigma: float, n_examples: int) -> tuple[dict, dict]:
+def evaluate(model: nn.Module, loader, device: torch.device, prior_sigma: float, n_examples: int,
+             shuffled_loader=None) -> tuple[dict, dict]:
+    """Metrics of the model's maps, of the two trivial maps and (with `shuffled_loader`) of the model's
+    maps computed with mismatched audio; plus a few examples."""
     from ..metrics.localization import LocalizationEvaluator
 
     model.eval()
@@ -90,6 +140,11 @@ def evaluate(model: nn.Module, loader, device: torch.device, prior_sigma: float,
     metrics = summarize(ours)
     metrics.update(summarize(prior, prefix="prior_"))
     metrics.update(summarize(uniform, prefix="random_"))
+    if shuffled_loader is not None:
+        shuffled = LocalizationEvaluator()
+        for batch in shuffled_loader:
+            shuffled.update(model(batch["image"].to(device), batch["audio"].to(device)).float().cpu(), batch["gt_map"])
+        metrics.update(summarize(shuffled, prefix="shuffled_audio_"))
     metrics.update(n_images=len(ours.cious), n_skipped_empty=ours.n_skipped_empty)
     arrays = {k: torch.cat(v)[:n_examples].numpy() for k, v in examples.items() if v}
     return metrics, arrays
@@ -108,6 +163,9 @@ def run(cfg: Config, out_dir: Path) -> dict:
     train_set = LocalizationDataset(cfg.data.manifest, cfg.data.train_split, True, cfg.data.image_size)
     eval_set = eval_dataset(lambda split: LocalizationDataset(cfg.data.manifest, split, False, cfg.data.image_size),
                             cfg.data.eval_split)
+    # partners chosen before training, so a set without a second class fails at once
+    shuffled_set = (MismatchedAudio(eval_set, mismatched_partners(eval_labels(eval_set)))
+                    if cfg.shuffled_audio else None)
 
     def loss_fn(net, batch):
         return localization_loss(net(batch["image"], batch["audio"]), batch["gt_map"]), {}
@@ -115,7 +173,9 @@ def run(cfg: Config, out_dir: Path) -> dict:
     result = train(model, loss_fn, train_set, cfg.optim, out_dir, seed=cfg.seed, device=str(device),
                    workers=cfg.data.workers, job_config=cfg, desc="localization")
     loader = eval_loader(eval_set, cfg.data.eval_batch_size, cfg.data.workers)
-    metrics, examples = evaluate(result.model, loader, device, cfg.prior_sigma, cfg.n_examples)
+    shuffled_loader = None if shuffled_set is None else eval_loader(shuffled_set, cfg.data.eval_batch_size,
+                                                                     cfg.data.workers)
+    metrics, examples = evaluate(result.model, loader, device, cfg.prior_sigma, cfg.n_examples, shuffled_loader)
     return finish_run(out_dir, cfg, result, metrics, examples, t0)
 
 
