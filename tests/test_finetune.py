@@ -104,6 +104,46 @@ def test_smoke_finetune_writes_metrics_and_evaluates_deterministically(smoke_man
     assert eval_rows[0].startswith("epoch,step,acc_all") and len(eval_rows) == 3
     # the last per-epoch evaluation and the final one use the same weights and data: identical numbers
     assert float(eval_rows[-1].split(",")[2]) == pytest.approx(metrics["acc_all"], abs=1e-3)
+    # dense evaluation (official n=10, span 10 s) on 3 s clips: the 10 windows coincide with the single
+    # clip, so each video is decoded and forwarded once and the dense metrics equal the single-clip ones
+    assert (metrics["dense_n_clips"], metrics["dense_span_s"], metrics["dense_n_eval"]) == (10, 10.0, 12)
+    assert metrics["dense_windows_forwarded"] == 12 and metrics["dense_n_short_span"] == 12
+    assert metrics["dense_n_short_clip"] == 0
+    for head in ("all", "image", "audio", "fusion"):
+        assert metrics[f"dense_acc_{head}"] == pytest.approx(metrics[f"acc_{head}"], abs=1e-6)
+        assert saved["metrics"][f"dense_acc_{head}"] == metrics[f"dense_acc_{head}"]
+
+
+def test_cli_smoke_scale_finetune_writes_dense_metrics(smoke_manifest, tmp_path, repo_root):
+    """`avfusion finetune` with the smoke scale's finetune section, as the workflow runs it."""
+    import yaml
+
+    from avfusion.cli import main
+
+    torch.set_num_threads(1)
+    scale = yaml.safe_load((repo_root / "workflow/config/scales/smoke.yaml").read_text())
+    section = dict(scale["tasks"]["finetune"], model={"preset": "deepavfusion-smoke"}, device="cpu")
+    config = tmp_path / "finetune.yaml"
+    config.write_text(yaml.safe_dump(section))
+    out = tmp_path / "run"
+    assert main(["finetune", "--config", str(config), "--set", f"data.manifest={smoke_manifest}",
+                 "--set", "dense_eval.n_clips=4", "--out", str(out)]) == 0
+    saved = json.loads((out / "metrics.json").read_text())
+    metrics = saved["metrics"]
+    assert saved["config"]["dense_eval"] == {"enabled": True, "n_clips": 4, "span_s": 10.0, "gain_db": 0.0,
+                                             "batch_size": 0}
+    assert metrics["dense_n_eval"] == metrics["n_eval"] == 6 and metrics["dense_windows_forwarded"] == 6
+    assert {f"dense_acc_{h}" for h in ("all", "image", "audio", "fusion")} <= set(metrics)
+    assert metrics["dense_acc_all"] == pytest.approx(metrics["acc_all"], abs=1e-6)
+
+
+@pytest.mark.parametrize("key, value", [("n_clips", "0"), ("span_s", "2.5"), ("gain_db", "-1")])
+def test_dense_eval_config_is_validated(key, value):
+    from avfusion.config import ConfigError
+
+    with pytest.raises(ConfigError, match=f"dense_eval.{key}"):
+        load_job_config(finetune.Config, [], ["model.preset=deepavfusion-smoke", f"dense_eval.{key}={value}"],
+                        finetune.RECIPES)
 
 
 def test_paper_recipe_is_plain_adam_without_extras():
