@@ -12,15 +12,20 @@ Window placement, for a row with usable span [start, end] (`span()`), L = end - 
   less than MIN_AUDIO_S of audio is a MediaError naming the file, as for single clips.
 - `short_span` = 1 marks L < span_s (the windows are compressed into the video). Both flags are
   per item so the caller counts them (finetune writes dense_n_short_span / dense_n_short_clip).
-The official code centres a 10 s span (max(mid - 5, start)), reads its audio once and cuts n windows at
-linspace(0, len - 48000, n) of what was read, so for L >= 3 s its windows also spread over min(10, L)
-seconds; for L < 3 s its negative offsets wrap around (not reproduced: we repeat the padded window).
+The official code centres a 10 s span (s0 = max(mid - 5, start)), reads its audio once and cuts n windows
+at linspace(0, len - 48000, n) of what was read, so for L >= 3 s its windows also spread over min(10, L)
+seconds; for L < 3 s the negative offsets take ever shorter tails of the file, each padded (not
+reproduced: we repeat the padded window). Its read passes the end time s0 + 10 as a *duration*
+(load_audio(start, duration)), i.e. reads [s0, 2 s0 + 10]: immaterial for 10 s VGGSound clips (s0 ~ 0),
+not reproduced (we keep audio and frames on the same span).
 We read each distinct window separately (the same samples as a single-clip read of that window).
 Frame of window i: the still `frame`, or the video frame nearest the window centre (the official picks
 frames uniformly by index between the first and last window centres: the same times up to one frame).
 `frame_time` is not used: the dense windows are placed by the span alone. No randomness, except the
 optional `gain_db` quirk: the official applies RandomVol(+-2 dB) to the stacked windows, one gain per
 video; here drawn from a generator seeded by (gain_seed, index), so it is reproducible too.
+Released-code note (besides spec bug 29): it stacks the n frames with `dim=1`, (3, n, S, S), which its
+evaluate() flattens into a (3B, n, S, S) image batch, so that path cannot run as released; we stack (n, 3, S, S).
 Identical windows are decoded once; `window_id[i]` = the first clip with the same start, so
 `predict_dense` runs each distinct window through the model once (exact: identical inputs).
 """
