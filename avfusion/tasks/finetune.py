@@ -1,6 +1,11 @@
 """End-to-end fine-tuning for audio-visual classification (spec 4.2).
 
-    avfusion finetune --config workflow/config/scales/smoke.yaml --set init.checkpoint=runs/pretrain/x --out DIR
+    avfusion data make-tuxav --scale smoke --out data/tuxav-smoke
+    avfusion finetune --set data.manifest=data/tuxav-smoke --set model.preset=deepavfusion-smoke
+        --set data.image_size=64 --set optim.epochs=1 --set optim.warmup_epochs=0
+        --set init.checkpoint=runs/pretrain/x --out DIR
+    (the workflow writes the job's config file from the scale's `tasks.finetune` section;
+    `--set dense_eval.enabled=false` skips the final 10-clip evaluation)
 
 - encoder from `model: {preset, ...}` (+ `drop_path`, applied uniformly to every block), `init.checkpoint`
   loads `encoder.*` strictly ('' = random init); three linear heads (no BN), logits averaged ("all").
