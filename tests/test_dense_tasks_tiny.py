@@ -1,15 +1,23 @@
 """Dense tasks on the tiny tuxav benchmark (1920 clips, 16 classes) from an AV-MAE-pretrained
 smoke-size encoder (the pretraining of test_linprobe's comparison, in a module fixture).
 
-Localization beats the centred-Gaussian prior on the 384 val+test images. Measured (seed 0, 288 steps):
-ciou_mean 37.31 vs prior 33.18, ciou_ap50 20.05 vs 10.94, auc 37.34 vs 33.19 (random map 17.20); the
-random-init encoder after 96 steps: ciou_mean 32.86 (below the prior), ap50 15.37. The map does not
-use the audio: with the audio of another clip (or zeros) the same model scores ciou_mean 36.10 (36.24)
-vs 36.14 with its own (96-step run), so what it learned is visual saliency: in tuxav the sounding
-object is drawn larger (long side U(0.45, 0.70) of the frame) than the silent distractors (U(0.30, 0.55)).
+Localization beats the centred-Gaussian prior on the 384 val+test images. In tuxav every object's
+long side is U(0.40, 0.65) of the frame (sounding object and silent distractors alike), so size does
+not reveal the sounding object. Measured (seed 0, 288 steps): ciou_mean 30.51 vs prior 27.61,
+ciou_ap50 9.11 vs 4.17, auc 30.59 vs 27.73 (random map 14.65); fine-tuning seed 1: 30.52, 8.07, 30.46.
+The ap50 margin is asserted at +3 (it was +5 when the sounding object was drawn larger, 20.05 vs 10.94):
+with median binarisation a cIoU >= 0.5 needs a box of >= 25 % of the image, which 15 % of the
+images now have (32 % before), so ap50 is low for every map.
+
+The map does not use the audio. With each image paired with another class's audio (metrics
+`shuffled_audio_*`) the same model scores ciou_mean 30.49 (own audio 30.51), ap50 8.33 (9.11), auc
+30.63 (30.59) at seed 0; 30.58 (30.52), 8.07 (8.07), 30.55 (30.46) at seed 1; and after 10 epochs
+(960 steps, seed 0) 30.75 (30.84). So what it learned is where objects are, not which one sounds
+(the linear probe's image head is at chance, 4 % for 16 classes, so the visual tokens do not tell the
+classes apart); no assertion on own vs shuffled audio, as there is no margin at any seed tried.
 
 Separation does not beat the mixture here (see tests/test_separation_task.py for the measurements).
-Runtime of this module: 2m50s CPU (user+sys), of which the pretraining fixture ~2m20s.
+Runtime of this module: 2m40s CPU (user+sys), 3m04s wall, of which the pretraining fixture ~2m20s.
 """
 from __future__ import annotations
 
@@ -38,7 +46,7 @@ def pretrained_tiny(tmp_path_factory):
     return root / "tiny", root / "pretrain"
 
 
-@pytest.mark.slow   # ~2.8 CPU-min with the pretraining fixture (the test alone ~0.4); part of the default run
+@pytest.mark.slow   # ~2.7 CPU-min with the pretraining fixture (the test alone ~0.5); part of the default run
 def test_localization_beats_the_centred_prior_on_the_tiny_benchmark(pretrained_tiny, tmp_path):
     from avfusion.tasks import localization
 
@@ -54,6 +62,9 @@ def test_localization_beats_the_centred_prior_on_the_tiny_benchmark(pretrained_t
     print(f"localization tiny: ciou_mean {m['ciou_mean']:.2f} vs prior {m['prior_ciou_mean']:.2f}; "
           f"ciou_ap50 {m['ciou_ap50']:.2f} vs prior {m['prior_ciou_ap50']:.2f}; auc {m['auc']:.2f} vs prior "
           f"{m['prior_auc']:.2f}; random map ciou_mean {m['random_ciou_mean']:.2f}")
+    print(f"with another class's audio: ciou_mean {m['shuffled_audio_ciou_mean']:.2f}, ciou_ap50 "
+          f"{m['shuffled_audio_ciou_ap50']:.2f}, auc {m['shuffled_audio_auc']:.2f}")
     assert m["n_images"] == 384 and m["n_skipped_empty"] == 0 and m["steps"] == 3 * 96
     assert m["ciou_mean"] > m["prior_ciou_mean"] + 1.5
-    assert m["ciou_ap50"] > m["prior_ciou_ap50"] + 5.0
+    assert m["auc"] > m["prior_auc"] + 1.5
+    assert m["ciou_ap50"] > m["prior_ciou_ap50"] + 3.0   # few images can reach cIoU 0.5 (module docstring)

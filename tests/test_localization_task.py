@@ -1,7 +1,8 @@
 """`avfusion localization` at smoke scale: trains the cosine head + encoder through the engine and,
 on the 12 held-out clips (val+test), beats a uniform-noise map clearly. It does NOT beat the centred
 Gaussian prior at this budget (60 steps from a random encoder; tuxav boxes are large and central):
-both are printed. On the tiny benchmark from the AV-MAE-pretrained encoder it does beat the prior:
+both are printed (seed 0: ciou_mean 23.68, prior 27.63, random map 15.03; with another class's audio
+23.58). On the tiny benchmark from the AV-MAE-pretrained encoder it does beat the prior:
 tests/test_dense_tasks_tiny.py."""
 import json
 

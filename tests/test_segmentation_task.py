@@ -1,5 +1,9 @@
 """`avfusion segmentation` at smoke scale: trains through the engine, writes the interface metric keys,
-and beats the all-foreground mask in both conventions' mIoU and in the per-image F-score."""
+and beats the all-foreground mask in both conventions' mIoU and in the per-image F-score.
+
+Measured (seed 0, 48 steps, 6 test frames): miou 45.60 vs all-fg 3.45, fscore 14.85 vs 8.78. Before tuxav
+drew every object at one size (the sounding object was larger) it was 46.80 vs 4.52 and 28.36 vs 11.43:
+the smaller sounding objects are harder to segment at 64 px, so the F-score margin (asserted +5) is small."""
 import json
 
 import numpy as np

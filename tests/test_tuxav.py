@@ -12,8 +12,8 @@ from PIL import Image
 from avfusion import audio, media
 from avfusion.cli import main as cli_main
 from avfusion.data.manifest import read_classes, read_manifest
-from avfusion.data.tuxav import (ASSET_DIR, CLASS_STAMPS, SCALES, crop_or_loop, make_sound, make_tuxav,
-                                 mask_box, pink_noise, read_index, vary_recording)
+from avfusion.data.tuxav import (ASSET_DIR, CLASS_STAMPS, SCALES, SIZE_RANGE, crop_or_loop, make_sound,
+                                 make_tuxav, mask_box, pink_noise, read_index, vary_recording)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -83,6 +83,8 @@ def test_masks_and_boxes_are_exact(smoke):
         frame = media.read_frame(r["frame"] or r["video"], float(r["frame_time"]))
         assert frame.shape == (size, size, 3)
         assert 0.01 < (mask > 0).mean() < 0.6
+        x1, y1, x2, y2 = boxes[0][0]
+        assert max(x2 - x1, y2 - y1) <= SIZE_RANGE[1] * size + 1  # long side: at most U(SIZE_RANGE)
 
 
 def test_clip_audio_is_the_sounding_objects_recording(smoke):

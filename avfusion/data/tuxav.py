@@ -1,7 +1,9 @@
 """tuxav: the embedded mini audio-visual benchmark, generated from real Tux Paint photos and sounds.
 
 Each clip is a scene: one sounding object (a cut-out photo) plus 1-2 silent distractor objects from
-other classes on a procedural background, and 3 s of 16 kHz audio made from the sounding object's
+other classes on a procedural background, all of one size distribution (long side U(SIZE_RANGE) of
+the frame), so size does not tell which object sounds (a sounding object that the distractors
+mostly hide is drawn again on top); and 3 s of 16 kHz audio made from the sounding object's
 real recording (another take: playback rate and spectral tilt varied; looped or cropped at a random
 offset, random gain, pink background noise). Its class label,
 the exact mask of the sounding object (visible pixels, from the alpha channels) and its box come
@@ -66,6 +68,9 @@ SCALES = {  # classes = the first n of CLASS_STAMPS
 VIDEO_EVERY = 16  # clip i with i % VIDEO_EVERY == VIDEO_EVERY // 2 is stored as an mp4
 VIDEO_FPS = 4
 SPLIT_FRACTIONS = {"val": 0.1, "test": 0.1}
+# long side of every object (sounding or silent) as a fraction of the frame side: one range for all,
+# so an object's size does not tell which one sounds
+SIZE_RANGE = (0.4, 0.65)
 
 
 def read_index(asset_dir: Path = ASSET_DIR) -> dict[str, dict]:
@@ -129,8 +134,8 @@ def compose(rng: np.random.Generator, sounding: np.ndarray, distractors: list[np
             size: int) -> tuple[np.ndarray, np.ndarray]:
     """Frame `(S, S, 3)` uint8 and the visible mask of the sounding object `(S, S)` bool."""
     canvas = make_background(rng, size)
-    layers = [(_place(rng, sounding, size, (0.45, 0.7)), True)]
-    layers += [(_place(rng, d, size, (0.3, 0.55)), False) for d in distractors]
+    layers = [(_place(rng, sounding, size, SIZE_RANGE), True)]
+    layers += [(_place(rng, d, size, SIZE_RANGE), False) for d in distractors]
     order = list(rng.permutation(len(layers)))
     visible = np.zeros((size, size))
     own = np.zeros((size, size))
