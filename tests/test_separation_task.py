@@ -1,27 +1,28 @@
 """`avfusion separation` at smoke scale: mix-and-separate through the engine, fixed evaluation pairs,
-metrics from the real masking path; the three mask losses compute what their docstrings say.
+metrics from the real masking path; the four mask losses compute what their docstrings say.
 
-Not shown anywhere: beating the mixture-as-estimate SDR. Measured on the tiny benchmark (192 fixed
-test pairs, 189 scored; mixture 0.26 dB) with the AV-MAE-pretrained smoke encoder of
-test_dense_tasks_tiny, decoder_width 32 unless named:
-- the pipeline can express the answer: oracle masks through the same mel-mask -> iSTFT path score
-  IRM 12.95 dB, the code's s1/(2 s1 + s2) target 12.64, binary 1[s1 > s2] 12.37, the IRM averaged
-  over 16x16 mel patches 5.61, a static per-class frequency template (labels known, no time
-  dependence) 4.08; a constant 0.5 mask 0.12 (below the mixture: the filterbank and the zero 193rd frame);
-- no learned separator gets there within a CPU budget: weighted_ratio_bce 96 steps (batch 16) 0.11 dB;
-  binary_bce frozen encoder 192 steps 0.11; width 128 binary 150 steps: loss stays at the constant's;
-  mse 150 steps 0.05; fine-tuned, width 64, lr 3e-3, 576 steps (4.5 CPU-min): 0.12, epoch losses
-  0.756 / 0.737 / 0.748; Sound of Pixels (small) binary 150 steps 0.12, mse 150 steps 0.16;
-  even with the true class fed as the visual condition (an embedding in place of the image tokens,
-  widths 32 and 128, 200 / 150 steps) the loss stays near the constant mask's: SDR 0.17 / 0.22 dB
-  (0.00 with the other source's class: the conditioning starts to matter, slowly).
-  The conditioning path is wired (at init, swapping the frames changes the logits by 0.65 on average;
-  test_separation_unet checks it): every model settles on a nearly constant mask (SAR ~24 dB) first
-  and does not leave it within ~200 steps (~1.5 CPU-min); the 16-class per-bin association has to be
-  learned by the decoder, which costs more steps than a default test can afford on CPU.
-  (These runs set `optim.lr` on the command line, which currently rebuilds the whole `optim` section
-  from OptimConfig's class defaults: no layer decay, betas (0.9, 0.95); the frozen-encoder and
-  class-oracle runs do not depend on either.)"""
+Beating the mixture-as-estimate SDR (issue 6), measured on the tiny benchmark's 192 fixed test pairs
+(189 scored; mixture 0.26 dB), random-init smoke encoder unless named:
+- HOLDS when the frame identifies the source: `test_separation_beats_the_mixture_when_the_frame_identifies_the_source`
+  (tuxav audio, one flat colour per class as every clip's frame, decoder width 64, power_weighted_bce,
+  lr 3e-3, 300 steps of 16 mixtures): SDR 1.45 dB vs 0.26 (lr 1e-2: 1.11). In a plain loop with constant
+  lr and per-class noise images: power_weighted_bce 1.58 dB, mse 0.95 dB after 300 steps.
+- DOES NOT HOLD with tuxav's own scene frames at CPU budgets, because the visual branch does not
+  recognise the sounding class: the image head of a fine-tuned smoke encoder is at chance (5.7 % for
+  16 classes after 288 supervised steps), of the linear probe on the 768-step AV-MAE encoder 4.2 %.
+  Without identity in the condition the two estimates are symmetric and no mask beats the mixture:
+  binary_bce, weighted_ratio_bce, mse and power_weighted_bce at lr 1e-3..1e-2 for 100-576 steps, frozen
+  or fine-tuned, pretrained or not, Sound of Pixels, and even frames showing the sounding object alone
+  (its photo, centred, on grey or on a random background) all settle on a near-constant mask
+  (0.10-0.14 dB after 300 steps).
+- The loss matters: a mask template learned directly per class (no network) reaches 0.9 dB with
+  binary_bce but 2.8 dB with power_weighted_bce and 2.6 dB with mse in 300 steps: the unweighted
+  target spends its signal on quiet bins where the winner is the other clip's noise.
+- The pipeline can express the answer: oracle masks through the same mel-mask -> iSTFT path score
+  IRM 12.95 dB, the code's s1/(2 s1 + s2) target 12.64, binary 1[s1 > s2] 12.37; a constant 0.5 mask
+  0.12 (below the mixture: the filterbank edges and the zero 193rd frame).
+Runtime: the class-frame test ~4-5 CPU-min (tiny tuxav generation ~25 s + 300 steps + evaluation).
+"""
 import json
 
 import numpy as np
@@ -114,3 +115,67 @@ def test_mse_loss_is_on_the_separated_waveform():
     far = mask_loss("mse", -all_pass, None, None, None, mix, mix)  # silent estimate
     assert float(close) < 0.05 * float(far)
     assert float(far) == pytest.approx(float((mix ** 2).mean()), rel=1e-3)
+
+
+def test_power_weighted_bce_weights_bins_by_their_share_of_mixture_power():
+    s1, s2, log1, log2, logmix = spectrograms()
+    logits = torch.randn(2, 1, 8, 6)
+    mix = 10.0 ** logmix
+    weight = mix / mix.mean(dim=(1, 2, 3), keepdim=True)
+    expected = (F.binary_cross_entropy_with_logits(logits, (s1 > s2).float(), reduction="none") * weight).mean()
+    got = mask_loss("power_weighted_bce", logits, logmix, log1, log2, None, None)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    assert float(weight.mean(dim=(1, 2, 3)).sub(1).abs().max()) < 1e-5
+    assert not torch.allclose(got, mask_loss("binary_bce", logits, logmix, log1, log2, None, None))
+
+
+@pytest.fixture(scope="module")
+def tiny_with_class_frames(tmp_path_factory):
+    """The tiny tuxav benchmark with every clip's frame replaced by its class's own fixed image
+    (one flat colour per class, so random crops and flips keep it): a visual condition that identifies
+    the source for sure."""
+    import csv
+
+    from PIL import Image
+
+    from avfusion.data.tuxav import make_tuxav
+
+    root = tmp_path_factory.mktemp("tiny_sep")
+    tiny = root / "tiny"
+    make_tuxav(tiny, "tiny", 0)
+    classes = (tiny / "classes.txt").read_text().split()
+    out = root / "class_frames"
+    (out / "frames").mkdir(parents=True)
+    gen = np.random.default_rng(5)
+    for name in classes:
+        colour = gen.integers(0, 256, 3).astype(np.uint8)
+        Image.fromarray(np.broadcast_to(colour, (128, 128, 3)).copy()).save(out / "frames" / f"{name}.png")
+    with open(tiny / "manifest.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for row in rows:
+        for col in ("video", "audio", "mask"):
+            row[col] = str(tiny / row[col]) if row[col] else ""
+        row["frame"] = str(out / "frames" / f"{row['label']}.png")
+    with open(out / "manifest.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    for name in ("classes.txt", "pairs.csv"):
+        (out / name).write_bytes((tiny / name).read_bytes())
+    return out
+
+
+@pytest.mark.slow
+def test_separation_beats_the_mixture_when_the_frame_identifies_the_source(tiny_with_class_frames, tmp_path):
+    """The whole job (random-init smoke encoder + the official U-Net decoder, mel mask, mixture-phase
+    iSTFT, mir_eval-convention metrics on the 192 fixed test pairs) learns to separate once the frame
+    carries the source's identity. On tuxav's own scene frames it does not (module docstring): there the
+    visual branch does not recognise the sounding class at CPU budgets (image-only probe at chance)."""
+    torch.set_num_threads(1)
+    m = run_cli([f"data.manifest={tiny_with_class_frames}", "data.image_size=64", "device=cpu",
+                 "decoder_width=64", "loss=power_weighted_bce", "optim.lr=0.003", "optim.batch_size=16",
+                 "optim.epochs=4", "optim.max_steps_per_epoch=75", "data.eval_batch_size=32", "n_examples=0"],
+                tmp_path)
+    print("separation with class frames:", {k: round(v, 3) if isinstance(v, float) else v for k, v in m.items()})
+    assert m["steps"] == 300 and m["n_pairs"] + m["n_skipped"] == 192
+    assert m["sdr"] > m["sdr_mix"] + 0.5
