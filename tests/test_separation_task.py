@@ -134,34 +134,26 @@ def tiny_with_class_frames(tmp_path_factory):
     """The tiny tuxav benchmark with every clip's frame replaced by its class's own fixed image
     (one flat colour per class, so random crops and flips keep it): a visual condition that identifies
     the source for sure."""
-    import csv
-
     from PIL import Image
 
+    from avfusion.data.manifest import read_classes, read_manifest, write_manifest
     from avfusion.data.tuxav import make_tuxav
 
     root = tmp_path_factory.mktemp("tiny_sep")
     tiny = root / "tiny"
     make_tuxav(tiny, "tiny", 0)
-    classes = (tiny / "classes.txt").read_text().split()
+    classes = read_classes(tiny)
     out = root / "class_frames"
     (out / "frames").mkdir(parents=True)
     gen = np.random.default_rng(5)
     for name in classes:
         colour = gen.integers(0, 256, 3).astype(np.uint8)
         Image.fromarray(np.broadcast_to(colour, (128, 128, 3)).copy()).save(out / "frames" / f"{name}.png")
-    with open(tiny / "manifest.csv", newline="") as fh:
-        rows = list(csv.DictReader(fh))
+    rows = read_manifest(tiny / "manifest.csv")  # path columns absolute
     for row in rows:
-        for col in ("video", "audio", "mask"):
-            row[col] = str(tiny / row[col]) if row[col] else ""
         row["frame"] = str(out / "frames" / f"{row['label']}.png")
-    with open(out / "manifest.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    for name in ("classes.txt", "pairs.csv"):
-        (out / name).write_bytes((tiny / name).read_bytes())
+    write_manifest(out, rows, classes=classes)
+    (out / "pairs.csv").write_bytes((tiny / "pairs.csv").read_bytes())
     return out
 
 

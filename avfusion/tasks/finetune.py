@@ -36,7 +36,7 @@ from typing import Any, Literal, Optional
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import ConcatDataset, DataLoader
+from torch.utils.data import DataLoader
 
 from .. import distributed as dist_utils
 from ..config import ConfigError, merge
@@ -198,14 +198,14 @@ def run(cfg: Config, out_dir: Path) -> dict:
 
 
 def dense_dataset(cfg: Config):
-    """DenseClipDataset of `data.eval_split` ('a+b' joins splits)."""
+    """DenseClipDataset of `data.eval_split` ('a+b' joins splits; each split its own gain seed)."""
     from ..data.dense import DenseClipDataset
+    from .dense_common import eval_dataset
 
-    d = cfg.dense_eval
-    parts = [DenseClipDataset(cfg.data.manifest, split, cfg.data.image_size, cfg.data.multilabel, d.n_clips,
-                              d.span_s, d.gain_db, gain_seed=cfg.seed * 100 + k)
-             for k, split in enumerate(cfg.data.eval_split.split("+"))]
-    return parts[0] if len(parts) == 1 else ConcatDataset(parts)
+    d, splits = cfg.dense_eval, cfg.data.eval_split.split("+")
+    return eval_dataset(lambda split: DenseClipDataset(
+        cfg.data.manifest, split, cfg.data.image_size, cfg.data.multilabel, d.n_clips, d.span_s, d.gain_db,
+        gain_seed=cfg.seed * 100 + splits.index(split)), cfg.data.eval_split)
 
 
 def dense_evaluate(net, cfg: Config, device) -> dict:

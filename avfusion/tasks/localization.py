@@ -95,25 +95,34 @@ def mismatched_partners(labels: list[str]) -> list[int]:
     return partners
 
 
-def eval_labels(dataset) -> list[str]:
-    """Manifest labels of an eval dataset (a LocalizationDataset or a ConcatDataset of them), in order."""
+def eval_clips(dataset) -> list[tuple]:
+    """(part, manifest row) of each item of an eval dataset (a LocalizationDataset or a ConcatDataset of them)."""
     parts = dataset.datasets if isinstance(dataset, ConcatDataset) else [dataset]
-    return [row.get("label", "") for part in parts for row in part.rows]
+    return [(part, row) for part in parts for row in part.rows]
 
 
 class MismatchedAudio(Dataset):
-    """Item i of `dataset` with the audio of item `partners[i]` (eval datasets are deterministic)."""
+    """Item i of `dataset` with the audio of item `partners[i]` (eval datasets are deterministic).
+    `audio_of(j)` gives item j's audio; by default `dataset[j]["audio"]` (decodes the whole item)."""
 
-    def __init__(self, dataset, partners: list[int]):
+    def __init__(self, dataset, partners: list[int], audio_of=None):
         self.dataset, self.partners = dataset, partners
+        self.audio_of = audio_of or (lambda j: dataset[j]["audio"])
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> dict:
         item = dict(self.dataset[index])
-        item["audio"] = self.dataset[self.partners[index]]["audio"]
+        item["audio"] = self.audio_of(self.partners[index])
         return item
+
+
+def mismatched_audio_set(eval_set) -> MismatchedAudio:
+    """The eval set with each clip's audio from another class (the partner's audio only is decoded)."""
+    clips = eval_clips(eval_set)
+    partners = mismatched_partners([row.get("label", "") for _, row in clips])
+    return MismatchedAudio(eval_set, partners, lambda j: clips[j][0].audio_item(clips[j][1], gain=False)[0])
 
 
 @torch.no_grad()
@@ -164,8 +173,7 @@ def run(cfg: Config, out_dir: Path) -> dict:
     eval_set = eval_dataset(lambda split: LocalizationDataset(cfg.data.manifest, split, False, cfg.data.image_size),
                             cfg.data.eval_split)
     # partners chosen before training, so a set without a second class fails at once
-    shuffled_set = (MismatchedAudio(eval_set, mismatched_partners(eval_labels(eval_set)))
-                    if cfg.shuffled_audio else None)
+    shuffled_set = mismatched_audio_set(eval_set) if cfg.shuffled_audio else None
 
     def loss_fn(net, batch):
         return localization_loss(net(batch["image"], batch["audio"]), batch["gt_map"]), {}
