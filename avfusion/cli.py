@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 
 # command -> (module, one-line help)
@@ -30,8 +31,32 @@ COMMANDS = {
 }
 
 
+EPILOG = """examples:
+    avfusion data make-tuxav --scale smoke --out data/tuxav-smoke
+    avfusion model-summary --preset deepavfusion-vggsound
+    avfusion COMMAND --help
+
+The whole DAG: `make tiny` (README.md); job config keys: docs/interfaces.md."""
+
+# "spec 2.1", "spec 8 items 12, 17", "spec section 5", "spec 3, Figure 3": pointers into the
+# maintainers' notes on the official code, which a user does not have; dropped from --help.
+_SPEC_REF = re.compile(r"\bspec (?:section )?\d+(?:\.\d+)*(?: items? \d+(?:, \d+)*)?(?:, (?=Figure))?[;,]?[ ]?")
+
+
+def user_help(text: str | None) -> str:
+    """A module docstring as --help text: examples keep their lines, spec pointers are dropped."""
+    text = _SPEC_REF.sub("", text or "")
+    text = re.sub(r" ?\(\s*\)", "", text)     # "probe (spec 3.3) on" -> "probe on"
+    text = re.sub(r",\s*\)", ")", text)        # "(single clip, spec 4.1)" -> "(single clip)"
+    return text.strip("\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="avfusion", description=__doc__.splitlines()[0])
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="avfusion", description=__doc__.splitlines()[0], epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"avfusion {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
@@ -40,15 +65,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+    if not argv:  # bare `avfusion`: usage on stderr, exit 2 (as argparse does for a missing argument)
         parser = build_parser()
-        if argv and argv[0] not in ("-h", "--help"):
+        parser.print_usage(sys.stderr)
+        print(f"{parser.prog}: error: a COMMAND is required; `avfusion --help` lists them", file=sys.stderr)
+        return 2
+    if argv[0].startswith("-") or argv[0] not in COMMANDS:
+        parser = build_parser()
+        if not argv[0].startswith("-"):
             parser.error(f"unknown command {argv[0]!r}; choose from {', '.join(COMMANDS)}")
-        parser.print_help()
-        return 0
+        parser.parse_args(argv)  # --help / --version exit here; anything else is an error
+        parser.print_usage(sys.stderr)
+        return 2
     name, rest = argv[0], argv[1:]
     module = importlib.import_module(COMMANDS[name][0])
-    parser = argparse.ArgumentParser(prog=f"avfusion {name}", description=module.__doc__)
+    parser = argparse.ArgumentParser(prog=f"avfusion {name}", description=user_help(module.__doc__),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     module.add_arguments(parser)
     args = parser.parse_args(rest)
     return int(module.main(args) or 0)

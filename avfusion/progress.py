@@ -1,4 +1,4 @@
-"""Progress lines with rate and ETA, and an append-only CSV log that survives restarts.
+"""Progress lines (local timestamp, rate, ETA) and an append-only CSV log that survives restarts.
 
     progress = Progress(total=len(loader), desc="pretrain ep 3", every=20)
     for batch in loader:
@@ -20,8 +20,14 @@ def format_seconds(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
 
 
+def timestamp(when: float | None = None) -> str:
+    """`YYYY-MM-DD HH:MM:SS` in local time: the prefix of every progress line."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(when))
+
+
 class Progress:
-    """Prints `desc done/total (pct) rate it/s ETA ... key=value` every `every` steps and at the end."""
+    """Prints `YYYY-MM-DD HH:MM:SS desc done/total (pct) rate it/s ETA ... key=value` every `every`
+    steps and at the end."""
 
     def __init__(self, total: int, desc: str = "", every: int = 10, stream=None, start: int = 0):
         self.total, self.desc, self.every = total, desc, max(1, every)
@@ -39,7 +45,7 @@ class Progress:
             pct = 100.0 * self.done / self.total if self.total else 100.0
             fields = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                               for k, v in metrics.items())
-            print(f"{self.desc} {self.done}/{self.total} ({pct:.0f}%) {rate:.2f} it/s "
+            print(f"{timestamp()} {self.desc} {self.done}/{self.total} ({pct:.0f}%) {rate:.2f} it/s "
                   f"ETA {format_seconds(eta)} {fields}".rstrip(), file=self.stream, flush=True)
 
 

@@ -10,14 +10,51 @@ import time
 from pathlib import Path
 
 
+# what each `data prepare` key reads (its parser: avfusion/data/layouts/<module>.py)
+DATASET_HELP = {
+    "vggsound": "VGGSound, classification (309 classes); pretraining, Tables 3-7",
+    "audioset": "AudioSet, multi-label classification (527 classes); pretraining of the AudioSet model",
+    "audioset_bal_orig": "AudioSet with the original balanced_train segments",
+    "vggsound_music": "VGGSound-Music (49 music classes): separation pairs + classification, Tables 1, 3-6",
+    "vggsound_instruments": "VGGSound-Instruments: separation pairs, Table 1",
+    "music": "MUSIC (solo + duet videos)",
+    "music_solo": "MUSIC solo videos (11 instruments)",
+    "music_solo21": "MUSIC-21 solo videos (21 instruments)",
+    "music_duet": "MUSIC duet videos: separation pairs, Table 1",
+    "avsbench_s4": "AVSBench S4 (single source) segmentation, Table 2",
+    "avsbench_ms3": "AVSBench MS3 (multiple sources) segmentation",
+    "avsbench_avss": "AVSBench AVSS (semantic) segmentation, Tables 2, 4-6",
+    "flickr_soundnet": "Flickr-SoundNet sound source localization (test boxes), Table 7",
+    "vggss": "VGG-SS (VGG-Sound Source) localization test set (EZ-VSL / LVS layout)",
+}
+
+
+def datasets_epilog() -> str:
+    """`DATASET` choices of `data prepare`, one a line."""
+    from . import layouts
+
+    lines = ["datasets (DATASET):"]
+    width = max(len(name) for name in layouts.DATASETS)
+    for name in layouts.DATASETS:
+        if name in layouts.ALIASES:
+            text = f"same as {layouts.ALIASES[name]} (the official code's key)"
+        else:
+            text = DATASET_HELP.get(name, f"parser avfusion/data/layouts ({name})")
+        lines.append(f"  {name:<{width}}  {text}")
+    lines.append("Official layouts and where to download them: README.md, section \"Data\".")
+    return "\n".join(lines)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
     make = sub.add_parser("make-tuxav", help="generate the embedded mini benchmark from the Tux Paint stamps")
     make.add_argument("--scale", choices=["smoke", "tiny"], default="tiny")
     make.add_argument("--out", type=Path, required=True, help="output folder (manifest.csv, media, pairs.csv)")
     make.add_argument("--seed", type=int, default=0)
-    prep = sub.add_parser("prepare", help="parse a dataset in its official layout into a manifest")
-    prep.add_argument("dataset", help="dataset name, e.g. vggsound, audioset, avsbench_s4, flickr_soundnet")
+    prep = sub.add_parser("prepare", help="parse a dataset in its official layout into a manifest",
+                          description="Parse a dataset in its official layout into DIR/manifest.csv.",
+                          epilog=datasets_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    prep.add_argument("dataset", metavar="DATASET", help="dataset key (listed below)")
     prep.add_argument("--root", type=Path, required=True, help="the dataset's root folder")
     prep.add_argument("--out", type=Path, required=True, help="output folder for manifest.csv")
     prep.add_argument("--no-media-check", action="store_true",
