@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from avfusion.config import ConfigError
-from avfusion.report.claims import FAILS, HOLDS, NOT_MEASURABLE, evaluate_claims, evaluate_expression
+from avfusion.report.claims import FAILS, HOLDS, INCONCLUSIVE, NOT_MEASURABLE, evaluate_claims, evaluate_expression
 from avfusion.report.cli import make_claims, make_table
 from avfusion.report.published import PublishedError, load_published
 from avfusion.report.tables import build_table, load_tables_config, required_runs, scale_context
@@ -58,8 +58,12 @@ def test_claims_on_fixture_numbers_hold_fail_or_are_not_measurable(fixture_cfg):
     cells = build_table(cfg, "table4", Path("runs/smoke"), ctx, published)
     ours = {c["published_id"]: c for c in cells if c["variant"]}
     verdicts = {(r.claim["id"], r.scope): r for r in evaluate_claims(cfg["claims"], published, ours)}
-    assert verdicts[("early_beats_late_linear", "ours")].verdict == HOLDS          # 20.5 > 18.0
-    assert verdicts[("early_beats_late_segm", "ours")].verdict == FAILS            # 40.0 < 41.5
+    # issue 15: ours is decided on a 95 % interval over seeds; one seed per side gives no interval, so
+    # 20.5 vs 18.0 and 40.0 vs 41.5 are inconclusive (they held / failed on the point values before)
+    assert verdicts[("early_beats_late_linear", "ours")].verdict == INCONCLUSIVE
+    assert verdicts[("early_beats_late_linear", "ours")].pairs[0].interval.effect == pytest.approx(2.5)
+    assert verdicts[("early_beats_late_segm", "ours")].verdict == INCONCLUSIVE
+    assert "needs >= 2 values per side" in verdicts[("early_beats_late_segm", "ours")].reason
     assert verdicts[("early_beats_late_segm", "published")].verdict == HOLDS       # 52.05 > 44.32
     assert verdicts[("early_beats_late_sep", "ours")].verdict == NOT_MEASURABLE    # late_fusion separation run missing
     gap = verdicts[("gap_ratio", "published")]
@@ -71,7 +75,7 @@ def test_claims_markdown_lists_every_claim_with_numbers(fixture_cfg, tmp_path):
     text = make_claims(cfg, Path("runs/smoke"), tmp_path, ctx).read_text()
     for claim in cfg["claims"]:
         assert f"## {claim['id']}" in text
-    assert "| ours |  | early = 40, late = 41.5 | fails |" in text
+    assert "| ours |  | early = 40, late = 41.5; early > late: -1.5 [no interval] inconclusive | inconclusive" in text
 
 
 def test_identical_numbers_of_two_rows_are_not_measurable():

@@ -35,16 +35,27 @@ def job_counts(output: str) -> dict[str, int]:
     return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", block, re.M)}
 
 
+def scale_seeds(scale: str) -> list[int]:
+    scale_cfg = yaml.safe_load((REPO / f"workflow/config/scales/{scale}.yaml").read_text())
+    return scale_cfg.get("seeds") or [0]
+
+
 def every_run(tmp_path: Path, scale: str, extra_datasets: dict[str, list[str]] | None = None) -> list[str]:
+    """Every run folder's metrics.json: one per seed (.../seed<k>) when the scale runs several seeds,
+    except the pretraining of `shared_pretrain` variants (the unimodal inits, pretrained once)."""
     runs = []
+    seeds = scale_seeds(scale)
     for name, spec in EXPERIMENTS.items():
         kind = spec["kind"]
         tasks = {"classical": ["separation"], "supervised": ["separation"]}.get(kind, ["pretrain", *DOWNSTREAM])
         for task in tasks:
-            runs.append(f"{tmp_path}/runs/{scale}/{task}/{name}/metrics.json")
-            for dataset in (extra_datasets or {}).get(task, []):
-                if task != "pretrain":
-                    runs.append(f"{tmp_path}/runs/{scale}/{task}/{name}@{dataset}/metrics.json")
+            once = len(seeds) == 1 or (task == "pretrain" and spec.get("shared_pretrain"))
+            suffixes = [""] if once else [f"/seed{k}" for k in seeds]
+            for suffix in suffixes:
+                runs.append(f"{tmp_path}/runs/{scale}/{task}/{name}{suffix}/metrics.json")
+                for dataset in (extra_datasets or {}).get(task, []):
+                    if task != "pretrain":
+                        runs.append(f"{tmp_path}/runs/{scale}/{task}/{name}@{dataset}{suffix}/metrics.json")
     return runs
 
 
@@ -68,12 +79,17 @@ def test_dry_run_plans_every_run_of_every_variant(tmp_path, scale):
     assert out.returncode == 0, out.stderr[-3000:]
     assert_plans_every_table(out.stdout, tmp_path)
     trained = [n for n, s in EXPERIMENTS.items() if s["kind"] in ("avmae", "unimodal")]
+    shared = [n for n in trained if EXPERIMENTS[n].get("shared_pretrain")]
+    assert sorted(shared) == ["mae_audio", "mae_image"]
     counts = job_counts(out.stdout)
-    assert counts["pretrain"] == len(trained) == 19
-    # 19 trained variants x 6 tasks + Sound of Pixels (separation only)
-    assert counts["downstream"] == len(trained) * len(DOWNSTREAM) + 1
-    assert counts["classical_separation"] == 2 and counts["make_tuxav"] == 1
-    assert counts["alias_run"] == 1 + len(DOWNSTREAM)   # av_mae_late's runs copy late_fusion's
+    n_seeds = len(scale_seeds(scale))          # smoke 1, tiny 3 (issue 15: claims over seeds)
+    assert n_seeds == {"smoke": 1, "tiny": 3}[scale]
+    # the unimodal inits are pretrained once and shared by every seed
+    assert counts["pretrain"] == (len(trained) - len(shared)) * n_seeds + len(shared) and len(trained) == 19
+    # 19 trained variants x 6 tasks + Sound of Pixels (separation only), per seed
+    assert counts["downstream"] == (len(trained) * len(DOWNSTREAM) + 1) * n_seeds
+    assert counts["classical_separation"] == 2 * n_seeds and counts["make_tuxav"] == 1
+    assert counts["alias_run"] == (1 + len(DOWNSTREAM)) * n_seeds   # av_mae_late's runs copy late_fusion's
 
 
 def test_paper_dry_run_plans_official_datasets_with_fake_roots(tmp_path):

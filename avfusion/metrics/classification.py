@@ -46,6 +46,15 @@ def multilabel_map_auc(scores, targets) -> dict:
             "n_classes": int(len(seen)), "n_auc_skipped": int(len(seen) - len(aucs))}
 
 
+def chance_accuracy(labels) -> float:
+    """Top-1 accuracy (%) of the best constant prediction on these labels (the most frequent class):
+    the trivial floor of a single-label classifier (100 / C for balanced classes)."""
+    labels = torch.as_tensor(labels).long().flatten()
+    if labels.numel() == 0:
+        raise ValueError("chance_accuracy: no labels")
+    return 100.0 * float(torch.bincount(labels).max()) / labels.numel()
+
+
 def head_metrics(logits: dict, labels, multilabel: bool) -> dict:
     """{head: logits (N, C)} -> flat task metrics: acc_<head> (single-label) or map_<head>, auc_<head>."""
     out = {}

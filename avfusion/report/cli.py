@@ -5,8 +5,9 @@
 
 Writes <out>/tableN.csv|md (+ <out>/figures/table5_efficiency.png, table6_curves.png),
 <out>/figure3.png, <out>/figures/<task>_examples.png (when the tasks wrote examples.npz) and
-<out>/claims.md. The scale is the name of the --runs folder unless --scale is given; its
-task_datasets come from <tables folder>/scales/<scale>.yaml.
+<out>/claims.md (+ <out>/figures/claims_effects.png: our effects with their 95 % intervals beside
+the published ones). The scale is the name of the --runs folder unless --scale is given; its
+task_datasets and seeds come from <tables folder>/scales/<scale>.yaml (or --task-datasets / --seeds).
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .claims import evaluate_claims, write_claims
+from .claims import evaluate_claims, statistical_rows, write_claims
 from .published import PUBLISHED_YAML, load_published
 from .tables import ScaleContext, build_table, load_tables_config, scale_context, write_table
 
@@ -37,10 +38,11 @@ def make_table(cfg: dict, table_id: str, runs: Path, out: Path, ctx: ScaleContex
         from .figures import ablation_curves, efficiency_bars  # matplotlib only where a figure is drawn
 
         path = table_figure_path(out, table_id, figure["kind"])
+        drawn = [c for c in cells if not c.get("floor")]   # floors are table rows, not curve points
         if figure["kind"] == "efficiency_bars":
-            written.append(efficiency_bars(cells, path, figure["columns"]))
+            written.append(efficiency_bars(drawn, path, figure["columns"]))
         else:
-            written.append(ablation_curves(cells, table.get("groups", {}), path))
+            written.append(ablation_curves(drawn, table.get("groups", {}), path))
     counts = {}
     for c in cells:
         counts[c["status"]] = counts.get(c["status"], 0) + 1
@@ -48,12 +50,14 @@ def make_table(cfg: dict, table_id: str, runs: Path, out: Path, ctx: ScaleContex
     return written
 
 
-def make_figure3(cfg: dict, runs: Path, out: Path, published=None) -> Path | None:
+def make_figure3(cfg: dict, runs: Path, out: Path, published=None, ctx: ScaleContext | None = None) -> Path | None:
     published = published or load_published(cfg.get("published", PUBLISHED_YAML))
     spec = cfg.get("figures", {}).get("figure3")
     if spec is None:
         return None
     knn = runs / spec["task"] / spec["variant"] / spec["file"]
+    if ctx is not None and len(ctx.seeds) > 1:      # the first seed's curve
+        knn = runs / spec["task"] / spec["variant"] / f"seed{ctx.seeds[0]}" / spec["file"]
     from .figures import figure3, note_figure
 
     if not knn.exists():
@@ -73,7 +77,10 @@ def make_claims(cfg: dict, runs: Path, out: Path, ctx: ScaleContext, published=N
         for cell in build_table(cfg, table_id, runs, ctx, published):
             if cell["published_id"] and cell["variant"]:
                 ours.setdefault(cell["published_id"], cell)
-    results = evaluate_claims(cfg.get("claims", []), published, ours, runs)
+    results = evaluate_claims(cfg.get("claims", []), published, ours, runs, ctx.seeds)
+    from .figures import claims_effects
+
+    claims_effects(statistical_rows(results), out / "figures" / "claims_effects.png", ctx.scale)
     return write_claims(results, out / "claims.md", ctx.scale)
 
 
@@ -87,6 +94,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder with scales/<scale>.yaml and experiments.yaml (default: that of --tables)")
     parser.add_argument("--task-datasets", default=None,
                         help="JSON {task: [datasets]} overriding scales/<scale>.yaml (the DAG passes its config)")
+    parser.add_argument("--seeds", default=None, help="JSON [seeds] overriding scales/<scale>.yaml (the DAG passes its config)")
     parser.add_argument("--only", nargs="*", default=None, help="table ids (tables command)")
 
 
@@ -94,17 +102,18 @@ def main(args: argparse.Namespace) -> int:
     cfg = load_tables_config(args.tables)
     published = load_published(cfg.get("published", PUBLISHED_YAML))
     ctx = scale_context(cfg, args.scale or args.runs.name, args.config_dir,
-                        json.loads(args.task_datasets) if args.task_datasets else None)
+                        json.loads(args.task_datasets) if args.task_datasets else None,
+                        json.loads(args.seeds) if args.seeds else None)
     if args.what in ("tables", "all"):
         for table_id in args.only or list(cfg["tables"]):
             make_table(cfg, table_id, args.runs, args.out, ctx, published)
     if args.what in ("figures", "all"):
-        path = make_figure3(cfg, args.runs, args.out, published)
+        path = make_figure3(cfg, args.runs, args.out, published, ctx)
         if path:
             print(f"wrote {path}")
         from .figures import example_figures
 
-        written, notes = example_figures(args.runs, args.out / "figures")
+        written, notes = example_figures(args.runs, args.out / "figures", seed=ctx.seeds[0] if len(ctx.seeds) > 1 else None)
         for path in written:
             print(f"wrote {path}")
         for note in notes:

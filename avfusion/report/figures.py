@@ -4,6 +4,7 @@
     efficiency_bars(cells_of_table5, out / "figures/table5_efficiency.png")   # speed / memory, ours and paper
     ablation_curves(cells_of_table6, groups, out / "figures/table6_curves.png")
     example_figures(runs, out / "figures")   # separation / segmentation / localization examples.npz, if written
+    claims_effects(statistical_rows(results), out / "figures/claims_effects.png")   # ours with 95 % CI vs published
 """
 from __future__ import annotations
 
@@ -174,8 +175,12 @@ def note_figure(out: Path, text: str) -> Path:
 EXAMPLE_TASKS = ("separation", "segmentation", "localization")
 
 
-def example_figures(runs: Path, out_dir: Path, variant: str = "deepavfusion") -> tuple[list[Path], list[str]]:
-    """<out_dir>/<task>_examples.png from each task's examples.npz; a note figure where there is none."""
+def example_figures(runs: Path, out_dir: Path, variant: str = "deepavfusion",
+                    seed: int | None = None) -> tuple[list[Path], list[str]]:
+    """<out_dir>/<task>_examples.png from each task's examples.npz (of run folder .../seed<seed> when
+    given); a note figure where there is none."""
+    if seed is not None:
+        variant = f"{variant}/seed{seed}"
     written, notes = [], []
     draw = {"separation": lambda p, o: separation_examples(p, o),
             "segmentation": lambda p, o: overlay_examples(p, o, "mask"),
@@ -190,3 +195,46 @@ def example_figures(runs: Path, out_dir: Path, variant: str = "deepavfusion") ->
             notes.append(f"{task} examples skipped: {err}")
             written.append(note_figure(out, f"{task} examples of {variant}: skipped\n{err}"))
     return written, notes
+
+
+VERDICT_COLOURS = {"holds": "tab:green", "fails": "tab:red", "inconclusive": "tab:gray"}
+
+
+def claims_effects(rows: list[dict], out: Path, scale: str = "") -> Path:
+    """Forest plot: one line per (claim, column, pair) of ours: our effect (difference of means over
+    seeds) with its 95 % interval, coloured by verdict, and the published effect (x). Each line is in
+    its own metric's units, so it is scaled by max(|published|, |our interval|) of that line; the
+    numbers are in claims.md."""
+    rows = [r for r in rows if r.get("effect") is not None]
+    if not rows:
+        return note_figure(out, "claims: no measured effects (runs missing)")
+    height = max(2.5, 0.22 * len(rows) + 1.2)
+    fig, ax = plt.subplots(figsize=(8, height), layout="constrained")
+    labels = []
+    for i, r in enumerate(rows):
+        y = len(rows) - 1 - i
+        sign = -1.0 if r.get("op", ">") in ("<", "<=") else 1.0     # claimed direction to the right
+        pub = r.get("published_effect")
+        pts = {k: sign * (v - r["margin"]) for k, v in (("e", r["effect"]), ("lo", r["low"]), ("hi", r["high"]),
+                                                          ("pub", pub)) if v is not None}
+        scale_ = max([abs(v) for v in pts.values()] + [1e-9])
+        colour = VERDICT_COLOURS.get(r["verdict"], "tab:orange")
+        if "lo" in pts:
+            ax.plot([pts["lo"] / scale_, pts["hi"] / scale_], [y, y], "-", color=colour, lw=2)
+        ax.plot([pts["e"] / scale_], [y], "o", color=colour, ms=4)
+        if "pub" in pts:
+            ax.plot([pts["pub"] / scale_], [y], "x", color="black", ms=5)
+        labels.append(f"{r['claim']} {r['column']}: {r['pair']}"[:70])
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels(labels[::-1], fontsize=6)
+    ax.set_xlim(-1.1, 1.1)
+    ax.set_xlabel("effect minus the claimed margin, scaled per line (dot + bar: ours, mean and 95 % CI; x: published)",
+                  fontsize=7)
+    handles = [plt.Line2D([], [], color=c, lw=2, label=v) for v, c in VERDICT_COLOURS.items()]
+    handles.append(plt.Line2D([], [], color="black", marker="x", ls="", label="published"))
+    ax.legend(handles=handles, fontsize=7, loc="lower right")
+    ax.set_title(f"Claims of ours{f' (scale {scale})' if scale else ''}: effect > 0 is the claimed direction",
+                 fontsize=9)
+    ax.grid(axis="x", alpha=0.3)
+    return _save(fig, out)

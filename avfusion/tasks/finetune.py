@@ -41,7 +41,7 @@ from torch.utils.data import DataLoader
 from .. import distributed as dist_utils
 from ..config import ConfigError, merge
 from ..engine import OptimConfig, resolve_device, seed_everything, train
-from ..metrics.classification import head_metrics
+from ..metrics.classification import chance_accuracy, head_metrics
 from ..mixup import AVMixup, smooth_targets
 from ..models.classifier import HEAD_NAMES, AVClassifier
 from ..progress import CSVLog
@@ -169,9 +169,12 @@ def run(cfg: Config, out_dir: Path) -> dict:
     eval_loader = DataLoader(eval_set, batch_size=cfg.data.eval_batch_size, num_workers=cfg.data.workers)
     eval_path = out_dir / "eval.csv"
 
-    def evaluate(net) -> dict:
+    def evaluate(net, with_chance: bool = False) -> dict:
         logits, labels = predict(lambda b: net(b["image"], b["audio"]), eval_loader, device)
-        return head_metrics(logits, labels, cfg.data.multilabel)
+        out = head_metrics(logits, labels, cfg.data.multilabel)
+        if with_chance and not cfg.data.multilabel:
+            out["chance_acc_all"] = chance_accuracy(labels)    # trivial floor: the most frequent class
+        return out
 
     def eval_fn(net, epoch, step):
         stats = evaluate(net)
@@ -187,7 +190,7 @@ def run(cfg: Config, out_dir: Path) -> dict:
                    eval_fn=eval_fn if every > 0 else None, eval_epochs=lambda e: (e + 1) % max(every, 1) == 0,
                    extra_logs=[(eval_path, "epoch")])
     net = result.model.eval()
-    metrics = evaluate(net)
+    metrics = evaluate(net, with_chance=True)
     metrics.update(loss=result.history[-1]["loss"], n_train=len(train_set), n_eval=len(eval_set))
     if cfg.dense_eval.enabled:
         metrics.update(dense_evaluate(net, cfg, device))

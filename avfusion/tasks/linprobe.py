@@ -26,7 +26,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from .. import distributed as dist_utils
 from ..engine import OptimConfig, resolve_device, seed_everything, train
-from ..metrics.classification import head_metrics
+from ..metrics.classification import chance_accuracy, head_metrics
 from ..models.classifier import HEAD_NAMES, AVClassifier, ClassifierHeads
 from .common import add_job_arguments, job_main
 from .pretrain import validate_model_section
@@ -189,6 +189,8 @@ def run(cfg: Config, out_dir: Path) -> dict:
     net = result.model.eval()
     logits, labels = predict(forward(net), eval_loader, device)
     metrics = head_metrics(logits, labels, cfg.data.multilabel)
+    if not cfg.data.multilabel:
+        metrics["chance_acc_all"] = chance_accuracy(labels)    # trivial floor: the most frequent class
     metrics.update(loss=result.history[-1]["loss"], n_train=len(train_set), n_eval=len(labels))
     if dist_utils.is_main_process():
         write_metrics(out_dir, metrics, cfg=cfg, scale=cfg.scale, seed=cfg.seed,

@@ -9,7 +9,8 @@
 - evaluation (deterministic frames) in both conventions (avfusion.metrics.segmentation):
   DeepAVFusion `miou` (background included), `miou_nobg`, `fscore`; AVSBench `avsbench_miou`,
   `avsbench_fscore`; `n_frames` (scored by DeepAVFusion), `n_skipped_empty` (background-only frames).
-  Also the all-foreground predictor's scores (`allfg_*`) as the trivial reference. Percentages.
+  Also the all-foreground and all-background predictors' scores (`allfg_*`, `allbg_*`) as the
+  trivial references. Percentages.
 - examples.npz: a few images, GT masks and predicted probabilities.
 """
 from __future__ import annotations
@@ -89,6 +90,7 @@ def evaluate(model: nn.Module, loader, device: torch.device, num_classes: int, n
     model.eval()
     ours, bench = DeepAVFusionSegmentationEvaluator(num_classes), AVSBenchSegmentationEvaluator(num_classes)
     fg_ours, fg_bench = DeepAVFusionSegmentationEvaluator(num_classes), AVSBenchSegmentationEvaluator(num_classes)
+    bg_ours, bg_bench = DeepAVFusionSegmentationEvaluator(num_classes), AVSBenchSegmentationEvaluator(num_classes)
     examples: dict[str, list] = {"image": [], "mask": [], "pred": []}
     for batch in loader:
         logits = model(batch["image"].to(device), batch["audio"].to(device)).float().cpu()  # (B, C, S, S)
@@ -101,6 +103,13 @@ def evaluate(model: nn.Module, loader, device: torch.device, num_classes: int, n
             all_fg[:, 1] = 10.0
         fg_ours.update(all_fg, batch["mask"])
         fg_bench.update(all_fg, batch["mask"])
+        all_bg = torch.zeros_like(logits)  # (B, C, S, S): every pixel background
+        if num_classes == 1:
+            all_bg -= 10.0
+        else:
+            all_bg[:, 0] = 10.0
+        bg_ours.update(all_bg, batch["mask"])
+        bg_bench.update(all_bg, batch["mask"])
         if len(examples["image"]) < n_examples:
             prob = torch.sigmoid(logits[:, 0]) if num_classes == 1 else logits.argmax(1).float()
             examples["image"].append(torch.from_numpy(denormalize(batch["image"])))
@@ -108,6 +117,7 @@ def evaluate(model: nn.Module, loader, device: torch.device, num_classes: int, n
             examples["pred"].append(prob)
     metrics = summarize(ours, bench)
     metrics.update(summarize(fg_ours, fg_bench, prefix="allfg_"))
+    metrics.update(summarize(bg_ours, bg_bench, prefix="allbg_"))
     metrics.update(n_frames=ours.n_frames, n_skipped_empty=ours.n_skipped_empty)
     arrays = {k: torch.cat(v)[:n_examples].numpy() for k, v in examples.items() if v}
     return metrics, arrays

@@ -13,8 +13,9 @@ rule classical_separation:
 
 
 def alias_target(wildcards):
+    base, seed = split_seed(wildcards.variant)
     name, dataset = split_variant(wildcards.variant)
-    target = VARIANTS[name]["alias_of"] + (f"@{dataset}" if dataset else "")
+    target = VARIANTS[name]["alias_of"] + (f"@{dataset}" if dataset else "") + seed_folder(seed)
     return f"{run_dir(wildcards.task, target)}/metrics.json"
 
 

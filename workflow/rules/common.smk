@@ -25,6 +25,11 @@ RUNS = f"{RESULTS}/runs/{SCALE}"
 EXPERIMENTS = yaml.safe_load(Path(config["experiments"]).read_text())
 validate(EXPERIMENTS, str(SCHEMAS / "experiments.schema.yaml"))
 VARIANTS = EXPERIMENTS["variants"]
+# Seeds: every run of a variant is repeated per seed; with more than one seed each run folder gets a
+# /seed<k> level (<task>/<variant>[@<dataset>]/seed<k>); with one seed it is the plain folder.
+SEEDS = list(config.get("seeds") or [config["seed"]])
+if len(set(SEEDS)) != len(SEEDS):
+    raise WorkflowError(f"config error at 'seeds': {SEEDS} repeats a seed")
 
 
 def _fail(key, problem):
@@ -43,20 +48,52 @@ def variants_of(*kinds):
 
 
 def wildcard_regex(names):
-    """`name` or `name@dataset` for the given variant names."""
-    return "(" + "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True)) + r")(@[a-z0-9_]+)?"
+    """`name` or `name@dataset` for the given variant names, + `/seed<k>` when the scale has several seeds."""
+    seed = r"/seed[0-9]+" if len(SEEDS) > 1 else ""
+    return "(" + "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True)) + r")(@[a-z0-9_]+)?" + seed
+
+
+def pretrain_regex():
+    """Pretraining run folders: per seed, except variants with `shared_pretrain` (one plain folder)."""
+    shared = [n for n in variants_of("avmae", "unimodal") if VARIANTS[n].get("shared_pretrain")]
+    seeded = [n for n in variants_of("avmae", "unimodal") if n not in shared]
+    if not shared or len(SEEDS) == 1:
+        return wildcard_regex(seeded + shared)
+    plain = "|".join(re.escape(n) for n in sorted(shared, key=len, reverse=True))
+    return f"(?:{wildcard_regex(seeded)}|(?:{plain})(?:@[a-z0-9_]+)?)"
+
+
+def seed_folder(seed):
+    """The run-folder suffix of one seed: '/seed<k>' when the scale runs several seeds, else ''."""
+    return f"/seed{seed}" if len(SEEDS) > 1 else ""
+
+
+def split_seed(variant):
+    """'name[@dataset]/seed<k>' -> ('name[@dataset]', k); without a seed level -> (variant, the only seed)."""
+    base, _, seed = variant.partition("/seed")
+    return base, int(seed) if seed else SEEDS[0]
 
 
 def split_variant(variant):
-    name, _, dataset = variant.partition("@")
+    name, _, dataset = split_seed(variant)[0].partition("@")
     return name, dataset or None
+
+
+def shared_pretrain(name):
+    """Variants pretrained once and shared by every seed (the unimodal inits): one plain pretrain folder."""
+    return bool(VARIANTS[name].get("shared_pretrain", False))
+
+
+def pretrain_run(name, seed):
+    """The pretraining run folder that seed `seed` of variant `name` starts from."""
+    return run_dir("pretrain", name if shared_pretrain(name) else f"{name}{seed_folder(seed)}")
 
 
 def dataset_of(task, variant):
     """The dataset of a run folder: `<variant>@<dataset>`, else the task's first dataset."""
-    key = "classical-separation" if VARIANTS[split_variant(variant)[0]]["kind"] == "classical" else task
-    allowed = config["task_datasets"].get(key, [])
     name, dataset = split_variant(variant)
+    key = "classical-separation" if VARIANTS[name]["kind"] == "classical" else task
+    allowed = config["task_datasets"].get(key, [])
     if dataset is None:
         if not allowed:
             _fail(f"task_datasets.{key}", f"no dataset for task {key} at scale {SCALE}")
@@ -124,10 +161,11 @@ def run_dir(task, variant):
 def job_config(task, variant):
     """The full config file of one job (what `avfusion <task> --config` reads)."""
     name, _ = split_variant(variant)
+    seed = split_seed(variant)[1]
     spec = VARIANTS[name]
     kind = spec["kind"]
     section = "classical-separation" if kind == "classical" else task
-    cfg = deep_merge(config["tasks"].get(section, {}), {"seed": config["seed"], "scale": SCALE})
+    cfg = deep_merge(config["tasks"].get(section, {}), {"seed": seed, "scale": SCALE})
     if task != "efficiency":
         cfg = deep_merge(cfg, {"data": {"manifest": manifest_dir(dataset_of(task, variant))}})
     if kind in ("avmae", "unimodal"):
@@ -140,9 +178,9 @@ def job_config(task, variant):
             if init["image"]:
                 cfg["init"] = {"image": init["image"], "audio": init["audio"]}
             else:
-                cfg["init"] = {"image": run_dir("pretrain", "mae_image"), "audio": run_dir("pretrain", "mae_audio")}
+                cfg["init"] = {"image": pretrain_run("mae_image", seed), "audio": pretrain_run("mae_audio", seed)}
     elif kind in ("avmae", "unimodal") and task not in ("pretrain", "efficiency"):
-        cfg["init"] = {"checkpoint": run_dir("pretrain", name)}
+        cfg["init"] = {"checkpoint": pretrain_run(name, seed)}
     return deep_merge(cfg, spec.get(section, {}))
 
 

@@ -10,7 +10,7 @@ def downstream_inputs(wildcards):
     if wildcards.task != "efficiency":
         inputs["manifest"] = f"{manifest_dir(dataset_of(wildcards.task, wildcards.variant))}/manifest.csv"
     if kind in ("avmae", "unimodal") and wildcards.task != "efficiency":
-        inputs["pretrain"] = f"{run_dir('pretrain', name)}/metrics.json"
+        inputs["pretrain"] = f"{pretrain_run(name, split_seed(wildcards.variant)[1])}/metrics.json"
     return inputs
 
 

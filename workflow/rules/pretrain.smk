@@ -4,10 +4,11 @@
 
 def pretrain_inputs(wildcards):
     name, _ = split_variant(wildcards.variant)
+    seed = split_seed(wildcards.variant)[1]
     inputs = {"manifest": f"{manifest_dir(dataset_of('pretrain', wildcards.variant))}/manifest.csv"}
     if needs_unimodal_runs(name):
-        inputs["init_image"] = f"{run_dir('pretrain', 'mae_image')}/metrics.json"
-        inputs["init_audio"] = f"{run_dir('pretrain', 'mae_audio')}/metrics.json"
+        inputs["init_image"] = f"{pretrain_run('mae_image', seed)}/metrics.json"
+        inputs["init_audio"] = f"{pretrain_run('mae_audio', seed)}/metrics.json"
     return inputs
 
 
@@ -15,7 +16,7 @@ rule pretrain:
     """avfusion pretrain through avfusion.launch (executor from the config / profile)."""
     input: unpack(pretrain_inputs)
     output: f"{RUNS}/pretrain/{{variant}}/metrics.json"
-    wildcard_constraints: variant=wildcard_regex(variants_of("avmae", "unimodal"))
+    wildcard_constraints: variant=pretrain_regex()
     log: f"{RUNS}/pretrain/{{variant}}/launch.log"
     params: cfg=lambda w: job_config("pretrain", w.variant)
     threads: job_threads("pretrain")

@@ -17,6 +17,7 @@ from avfusion.report.published import PUBLISHED_YAML as _PUBLISHED_YAML
 from avfusion.report.tables import ScaleContext as _ScaleContext
 from avfusion.report.tables import load_tables_config as _load_tables_config
 from avfusion.report.tables import required_runs as _required_runs
+from avfusion.report.claims import claim_runs as _claim_runs
 
 _REPORT_REPO = _ReportPath(workflow.current_basedir).parents[1]
 _REPORT_DIR = _REPORT_REPO / "workflow" / "report"
@@ -24,8 +25,11 @@ _TABLES_YAML = _REPORT_REPO / "workflow" / "config" / "tables.yaml"
 _REPORT_CFG = _load_tables_config(_TABLES_YAML)
 _REPORT_RESULTS = config["results"]
 _REPORT_RUNS = _ReportPath(f"{_REPORT_RESULTS}/runs/{config['scale']}")
+_REPORT_SEEDS = list(config.get("seeds") or [config.get("seed", 0)])
+# one run folder per seed (.../seed<k>) when the scale runs several seeds; figures show the first seed
+_REPORT_SEED_DIR = f"/seed{_REPORT_SEEDS[0]}" if len(_REPORT_SEEDS) > 1 else ""
 _REPORT_CTX = _ScaleContext(
-    scale=config["scale"], task_datasets=config["task_datasets"],
+    scale=config["scale"], task_datasets=config["task_datasets"], seeds=_REPORT_SEEDS,
     kinds={name: spec.get("kind", "") for name, spec in _report_yaml.safe_load(
         (_REPORT_REPO / "workflow" / "config" / "experiments.yaml").read_text())["variants"].items()})
 _REPORT_SOURCES = [str(_TABLES_YAML), str(_PUBLISHED_YAML)]
@@ -34,7 +38,8 @@ _REPORT_SOURCES = [str(_TABLES_YAML), str(_PUBLISHED_YAML)]
 _REPORT_CMD = " ".join(_report_shlex.quote(a) for a in [
     "python", "-m", "avfusion.cli", "report", "--tables", str(_TABLES_YAML), "--runs", str(_REPORT_RUNS),
     "--out", _REPORT_RESULTS, "--scale", config["scale"],
-    "--task-datasets", _report_json.dumps(config["task_datasets"])]).replace("{", "{{").replace("}", "}}")
+    "--task-datasets", _report_json.dumps(config["task_datasets"]),
+    "--seeds", _report_json.dumps(_REPORT_SEEDS)]).replace("{", "{{").replace("}", "}}")
 _FIGURE_TABLES = {tid: t["figure"]["kind"] for tid, t in _REPORT_CFG["tables"].items() if t.get("figure")}
 _PLAIN_TABLES = [tid.removeprefix("table") for tid in _REPORT_CFG["tables"] if tid not in _FIGURE_TABLES]
 
@@ -45,8 +50,7 @@ def _table_runs(wildcards):
 
 def _all_report_runs(wildcards=None):
     runs = {p for tid in _REPORT_CFG["tables"] for p in _required_runs(_REPORT_CFG, tid, _REPORT_RUNS, _REPORT_CTX)}
-    fig3 = _REPORT_CFG["figures"]["figure3"]
-    runs.add(str(_REPORT_RUNS / fig3["task"] / fig3["variant"] / "metrics.json"))
+    runs.update(_claim_runs(_REPORT_CFG.get("claims", []), _REPORT_RUNS, _REPORT_SEEDS))
     return sorted(runs)
 
 
@@ -95,8 +99,8 @@ rule report_figures:
     separation / segmentation / localization examples of deepavfusion (a note image where a run
     wrote no examples.npz)."""
     input:
-        run=str(_REPORT_RUNS / _REPORT_CFG["figures"]["figure3"]["task"] / _REPORT_CFG["figures"]["figure3"]["variant"] / "metrics.json"),
-        examples=[str(_REPORT_RUNS / task / "deepavfusion" / "metrics.json") for task in ("separation", "segmentation", "localization")],
+        run=str(_REPORT_RUNS / _REPORT_CFG["figures"]["figure3"]["task"] / (_REPORT_CFG["figures"]["figure3"]["variant"] + _REPORT_SEED_DIR) / "metrics.json"),
+        examples=[str(_REPORT_RUNS / task / ("deepavfusion" + _REPORT_SEED_DIR) / "metrics.json") for task in ("separation", "segmentation", "localization")],
         sources=_REPORT_SOURCES,
     output:
         figure3=_report_png("figure3.png", "figure3.rst", "Figure 3"),
@@ -108,8 +112,11 @@ rule report_figures:
 
 
 rule report_claims:
-    """claims.md: each claim on the published numbers and on ours (holds / fails / not measurable)."""
+    """claims.md: each claim on the published numbers and on ours (effect, 95 % interval over seeds,
+    holds / fails / inconclusive / not measurable), and the figure of our effects beside the published ones."""
     input: runs=_all_report_runs, sources=_REPORT_SOURCES
-    output: report(f"{_REPORT_RESULTS}/claims.md", caption=str(_REPORT_DIR / "claims.rst"), category="Claims")
+    output:
+        claims=report(f"{_REPORT_RESULTS}/claims.md", caption=str(_REPORT_DIR / "claims.rst"), category="Claims"),
+        figure=_report_png("figures/claims_effects.png", "claims_effects.rst", "claims: effects with 95 % intervals"),
     localrule: True
     shell: _REPORT_CMD.replace("report --", "report claims --", 1)
