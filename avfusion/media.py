@@ -58,9 +58,24 @@ def _open(path: str | Path) -> av.container.InputContainer:
     if path.stat().st_size == 0:
         raise MediaError(f"{path}: file is empty (0 bytes)")
     try:
+        # skip_frame=all: the stream probe reads the header's parameters without decoding frames
+        # (a 720p H.264 probe decodes several: 3x the open time); a container whose header lacks
+        # them (no size or rate before decoding) is opened again with the full probe
+        container = av.open(str(path), options={"skip_frame": "all"})
+        if all(_has_parameters(s) for s in container.streams):
+            return container
+        container.close()
         return av.open(str(path))
     except av.error.FFmpegError as err:
         raise MediaError(f"{path}: cannot open ({err})") from None
+
+
+def _has_parameters(stream) -> bool:
+    if stream.type == "video":
+        return bool(stream.codec_context.width and stream.codec_context.height)
+    if stream.type == "audio":
+        return bool(stream.codec_context.sample_rate and stream.codec_context.channels)
+    return True
 
 
 def _stream_seconds(stream) -> float | None:
@@ -106,23 +121,27 @@ def _decode_audio(container, path: Path, t0: float, t1: float) -> tuple[np.ndarr
     # labels its first frame pts=256 in some files although its samples start at 0 (libsndfile agrees)
     stream_start = float(stream.start_time * stream.time_base) if stream.start_time is not None else None
     to_float = av.AudioResampler(format="fltp")  # keep rate and layout; ints -> floats in [-1, 1]
-    chunks, start, stopped = [], None, False
+    chunks, start, stopped, n = [], None, False, 0
     for frame in container.decode(stream):
         if frame.pts is None or frame.time_base is None:
-            ts = start + sum(c.shape[-1] for c in chunks) / rate if start is not None else 0.0
+            ts = start + n / rate if start is not None else 0.0
         else:
-            ts = float(frame.pts * frame.time_base)
+            tb = frame.time_base
+            ts = frame.pts * tb.numerator / tb.denominator  # == float(pts * tb): int/int rounds exactly
         if ts > t1 + _MARGIN_S:
             stopped = True
             break
-        for out in to_float.resample(frame):
-            data = out.to_ndarray().astype(np.float32)  # (C, n) planar
+        # float planar frames (AAC, Vorbis, Opus decoders) are taken as they are
+        for out in ([frame] if frame.format.name == "fltp" else to_float.resample(frame)):
+            data = out.to_ndarray()  # (C, n) planar float32
             if start is None:
                 start = ts if seeked or stream_start is None else stream_start
-            chunks.append(data.mean(axis=0))  # (n,) channels averaged
+            chunks.append(data)
+            n += data.shape[-1]
     if not chunks:
         raise MediaError(f"{path}: no audio samples decoded")
-    return np.concatenate(chunks), start, rate, stopped
+    samples = np.concatenate(chunks, axis=-1).astype(np.float32, copy=False)  # (C, N)
+    return samples.mean(axis=0), start, rate, stopped  # (N,) channels averaged
 
 
 def _declared_end(stream) -> float | None:
@@ -214,47 +233,183 @@ def _frame_time(frame, index: int, fps: float) -> float:
     return index / fps
 
 
-def read_frame(path: str | Path, t: float | None = None) -> np.ndarray:
-    """RGB uint8 `(H, W, 3)`: a still image, or the video frame whose timestamp is nearest `t`.
+FRAME_RULES = ("nearest", "keyframe")  # "nearest": today's default; "keyframe": the official rule (spec 1.2)
 
-    Deterministic: the same (path, t) always gives the same frame. `t=None` means the first frame.
+
+def read_frame(path: str | Path, t: float | None = None, rule: str = "nearest",
+               short_side: int | None = None, threads: int = 1) -> np.ndarray:
+    """RGB uint8 `(H, W, 3)`: a still image, or the video frame chosen for time `t`.
+
+    rule "nearest" (default): the frame whose timestamp is nearest `t` (ties: the earlier one).
+    rule "keyframe": the last keyframe whose timestamp is at or before `t` (the first frame when
+    there is none) - the official VideoReader's first frame after `container.seek(t)` (spec 1.2),
+    which on the official re-encodes (a keyframe every 16 frames) is at most 15 frames before `t`.
+    Only the chosen frame is converted to RGB. `short_side`: the decoder's scaler (swscale,
+    bilinear) brings a larger frame's short side down to it in the same pass as the RGB
+    conversion (the long side keeps the aspect as `transforms.short_side_size`); None keeps the
+    decoded size. `threads` > 1: FFmpeg frame+slice threads (lower latency for one reader; with a
+    DataLoader worker per core they only add overhead, hence 1). Deterministic: the same arguments always give the same frame. `t=None`: the first
+    frame.
     """
+    if rule not in FRAME_RULES:
+        raise ValueError(f"frame rule {rule!r}: choose from {FRAME_RULES}")
     path = Path(path)
     if path.suffix.lower() in IMAGE_SUFFIXES:
-        return _read_image(path)
+        return _scale_still(_read_image(path), short_side)
     with _open(path) as container:
         if not container.streams.video:
             raise MediaError(f"{path}: no video stream")
         stream = container.streams.video[0]
         fps = float(stream.average_rate) if stream.average_rate else 25.0
         try:
-            best = _nearest_frame(container, stream, t, fps, seek=t is not None and t > 1.0)
-            if best is None:  # the seek landed after the last frame: decode from the start
+            best = None if t is None else _indexed_frame(container, stream, t, rule, threads)
+            if best is None:  # first frame, or no usable timestamps: decode in order from the start
                 container.seek(0)
-                best = _nearest_frame(container, stream, t, fps, seek=False)
+                best = _sequential_frame(container, stream, t, fps, rule)
         except av.error.FFmpegError as err:
             raise MediaError(f"{path}: video decoding failed ({err})") from None
     if best is None:
         raise MediaError(f"{path}: no video frames decoded")
-    return best
+    return _to_rgb(best, short_side)
 
 
-def _nearest_frame(container, stream, t, fps, seek):
-    if seek:
-        container.seek(int(max(t - 1.0, 0.0) * av.time_base))  # to the keyframe before t
-    best, best_dt, ts = None, math.inf, None
+def _scaled_size(height: int, width: int, short_side: int | None) -> tuple[int, int]:
+    """(h, w) with the short side brought down to `short_side` (never up), as Resize(int)."""
+    if short_side is None or min(height, width) <= short_side:
+        return height, width
+    if height <= width:
+        return short_side, int(short_side * width / height)
+    return int(short_side * height / width), short_side
+
+
+def _to_rgb(frame, short_side: int | None) -> np.ndarray:
+    if isinstance(frame, np.ndarray):
+        return frame
+    height, width = _scaled_size(frame.height, frame.width, short_side)
+    if (height, width) == (frame.height, frame.width):
+        return frame.to_ndarray(format="rgb24")
+    return frame.reformat(width=width, height=height, format="rgb24", interpolation="BILINEAR").to_ndarray()
+
+
+def _scale_still(image: np.ndarray, short_side: int | None) -> np.ndarray:
+    height, width = _scaled_size(*image.shape[:2], short_side)
+    if (height, width) == image.shape[:2]:
+        return image
+    return np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
+
+
+def _choose(times: list[float], t: float, rule: str, keyframes: list[bool]) -> int | None:
+    """Index into `times` of the frame that `rule` picks for `t` (None: no candidate)."""
+    if rule == "keyframe":
+        before = [i for i, ts in enumerate(times) if keyframes[i] and ts <= t]
+        return max(before, key=lambda i: times[i]) if before else None
+    return min(range(len(times)), key=lambda i: (abs(times[i] - t), times[i])) if times else None
+
+
+def _indexed_frame(container, stream, t: float, rule: str, threads: int = 1):
+    """The chosen frame, found from the packets' timestamps before decoding anything.
+
+    Seeks to the keyframe at or before `t`, reads the packets (cheap) up to the last one that can
+    be the choice, then decodes only what the choice needs: the packets from that keyframe to the
+    chosen one in decode order, skipping the non-reference frames (H.264 nal_ref_idc 0: nothing
+    predicts from them, so the chosen frame decodes bit-identically) except the chosen frame
+    itself. None when the stream has no usable timestamps (the caller decodes in order instead).
+    """
+    tb = stream.time_base
+    if tb is None:
+        return None
+    for back in (0.0, 1.0, 3.0, 10.0, math.inf):  # a keyframe whose pts is after t: seek earlier
+        start = max(t - back, 0.0)
+        container.seek(int(start / tb) if start > 0 else 0, stream=stream, backward=True)
+        packets = _packets_from_keyframe(container, stream, t)
+        if packets is None:
+            return None
+        if not packets:
+            if start == 0.0:
+                return None
+            continue
+        key_time = float(packets[0].pts * tb)
+        if key_time <= t or start == 0.0:
+            break
+    times = [float(p.pts * tb) for p in packets]
+    _check_not_truncated(container, stream, max(times), t)
+    chosen = _choose(times, t, rule, [p.is_keyframe for p in packets])
+    if chosen is None:  # nothing at or before t (the first keyframe is after t): the first frame
+        chosen = min(range(len(times)), key=lambda i: times[i])
+    target_pts = packets[chosen].pts
+    ctx = stream.codec_context
+    skip = ctx.name == "h264" and threads <= 1  # frame threads take skip_frame per thread: decode all
+    if threads > 1:
+        stream.thread_type, ctx.thread_count = "AUTO", threads
+    else:
+        stream.thread_type = "NONE"
+    found = None
+    for i, packet in enumerate(packets[:chosen + 1]):
+        ctx.skip_frame = "NONREF" if skip and i != chosen else "DEFAULT"
+        for frame in ctx.decode(packet):
+            if frame.pts == target_pts:
+                found = frame
+    ctx.skip_frame = "DEFAULT"
+    if found is None:
+        for frame in ctx.decode(None):  # drain the reorder buffer
+            if frame.pts == target_pts:
+                found = frame
+    return found
+
+
+def _packets_from_keyframe(container, stream, t: float):
+    """Packets in decode order from the keyframe the demuxer landed on, through the last packet
+    whose frame can be chosen for `t`; None when a packet lacks pts or dts."""
+    tb = stream.time_base
+    packets: list = []
+    first_at_or_after = math.inf  # smallest pts >= t seen so far
+    for packet in container.demux(stream):
+        if packet.size == 0 and packet.pts is None:  # the demuxer's flush packet
+            break
+        if packet.pts is None or packet.dts is None:
+            return None
+        if not packets and not packet.is_keyframe:
+            continue  # the demuxer may land before a keyframe
+        ts, dts = float(packet.pts * tb), float(packet.dts * tb)
+        if packets and dts >= first_at_or_after and ts > t:
+            break  # every later packet shows after the first frame at or after t
+        packets.append(packet)
+        if ts >= t:
+            first_at_or_after = min(first_at_or_after, ts)
+    return packets
+
+
+def _sequential_frame(container, stream, t, fps, rule):
+    """Decode from the current position in display order (today's path, used for `t=None` and
+    streams without timestamps), converting nothing but the choice."""
+    best, best_dt, ts, key = None, math.inf, None, None
     for i, frame in enumerate(container.decode(stream)):
         ts = _frame_time(frame, i, fps)
-        dt = 0.0 if t is None else abs(ts - t)
+        if t is None:
+            return frame
+        if rule == "keyframe":
+            if frame.key_frame and ts <= t or best is None:
+                best = frame
+            if ts >= t:
+                return best
+            continue
+        dt = abs(ts - t)
         if dt < best_dt:
-            best, best_dt = frame.to_ndarray(format="rgb24"), dt
-        if t is None or ts >= t:
+            best, best_dt = frame, dt
+        if ts >= t:
             return best
-    declared = _declared_end(stream)
-    if best is not None and declared is not None and ts < min(t, declared - 1 / fps) - 1.5 / fps:
-        raise MediaError(f"{container.name}: truncated or corrupt: video frames end at {ts:.3f} s "
-                         f"but the stream declares {declared:.3f} s")
+    if best is not None:
+        _check_not_truncated(container, stream, ts, t)
     return best
+
+
+def _check_not_truncated(container, stream, last: float, t: float) -> None:
+    """Frames that stop before both `t` and the declared end mean a cut file."""
+    fps = float(stream.average_rate) if stream.average_rate else 25.0
+    declared = _declared_end(stream)
+    if declared is not None and last < min(t, declared - 1 / fps) - 1.5 / fps:
+        raise MediaError(f"{container.name}: truncated or corrupt: video frames end at {last:.3f} s "
+                         f"but the stream declares {declared:.3f} s")
 
 
 def duration(path: str | Path) -> float:
