@@ -5,6 +5,10 @@ when its command runs, so `avfusion --help` stays fast.
 
     avfusion model-summary --preset deepavfusion-vggsound
     avfusion pretrain --config workflow/config/scales/tiny.yaml --set optim.epochs=2 --out runs/x
+
+Errors are one line, `error: <file or key>: <problem>`, with an exit code: 1 config (also a run
+folder in use or a checkpoint of another config), 2 usage, 3 data (media, manifests, files, disk,
+non-finite values). `--debug` anywhere on the line shows the traceback instead.
 """
 from __future__ import annotations
 
@@ -12,6 +16,8 @@ import argparse
 import importlib
 import re
 import sys
+
+EXIT_CONFIG, EXIT_USAGE, EXIT_DATA = 1, 2, 3
 
 # command -> (module, one-line help)
 COMMANDS = {
@@ -63,8 +69,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def exit_code(err: BaseException) -> int:
+    """The exit code of an error: 1 config, 3 data (files, media, non-finite numbers), else 1."""
+    from .config import ConfigError
+
+    if isinstance(err, ConfigError):
+        return EXIT_CONFIG
+    if isinstance(err, (OSError, ValueError, FloatingPointError)):  # MediaError is a ValueError
+        return EXIT_DATA
+    return EXIT_CONFIG
+
+
+def describe(err: BaseException) -> str:
+    """One line for the user: the file or key and the problem (no traceback)."""
+    from .config import ConfigError
+    from .runlock import RunFolderBusy
+
+    if isinstance(err, OSError) and err.filename is not None:
+        return f"{err.filename}: {err.strerror or err}"
+    if isinstance(err, OSError) and err.strerror:
+        return f"{err.strerror} (errno {err.errno})"
+    text = str(err).strip() or type(err).__name__
+    if isinstance(err, (ConfigError, RunFolderBusy, ValueError, FloatingPointError, OSError)):
+        return text
+    return f"{type(err).__name__}: {text} (unexpected; rerun with --debug for the traceback)"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    try:
+        return run_command(argv)
+    except Exception as err:
+        if debug:
+            raise
+        print(f"error: {describe(err)}", file=sys.stderr, flush=True)
+        return exit_code(err)
+
+
+def run_command(argv: list[str]) -> int:
+    """`avfusion ARGV` with errors raised (`main` turns them into a line and an exit code)."""
     if not argv:  # bare `avfusion`: usage on stderr, exit 2 (as argparse does for a missing argument)
         parser = build_parser()
         parser.print_usage(sys.stderr)

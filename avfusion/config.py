@@ -4,6 +4,7 @@ One mechanism for every job: a job declares a dataclass (nested dataclasses allo
 `load_config(JobConfig, files, overrides)` merges the YAML files left to right, applies the
 overrides, and builds the dataclass. Any unknown key, wrong type or value outside a `Literal`
 raises `ConfigError` naming the full dotted key and what was accepted, before any work starts.
+Numbers follow YAML 1.2 (`010` is 10, `1e-3` is a float; PyYAML's YAML 1.1 reads 8 and a string).
 
     cfg = load_config(PretrainConfig, ["workflow/config/scales/tiny.yaml"], ["optim.epochs=3"])
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import types
 import typing
 from pathlib import Path
@@ -22,6 +24,37 @@ import yaml
 
 class ConfigError(ValueError):
     """A config value or key is invalid; the message names the dotted key."""
+
+
+class Yaml12Loader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2 core-schema numbers: decimal ints (no octal from a leading 0),
+    0o/0x ints, floats with or without a dot before the exponent; no 1_000 or 1:30 numbers."""
+
+
+_INT, _FLOAT = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
+Yaml12Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag not in (_INT, _FLOAT)]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+Yaml12Loader.add_implicit_resolver(_INT, re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"),
+                                   list("-+0123456789"))
+Yaml12Loader.add_implicit_resolver(
+    _FLOAT, re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+                       r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"), list("-+0123456789."))
+
+
+def _construct_int(loader: yaml.SafeLoader, node: yaml.Node) -> int:
+    text = loader.construct_scalar(node)
+    if text.startswith(("0o", "0x")):
+        return int(text[2:], 8 if text[1] == "o" else 16)
+    return int(text, 10)
+
+
+Yaml12Loader.add_constructor(_INT, _construct_int)
+
+
+def yaml_load(text: str) -> Any:
+    """Parse YAML text with YAML 1.2 numbers (see Yaml12Loader)."""
+    return yaml.load(text, Loader=Yaml12Loader)
 
 
 def _type_name(tp: Any) -> str:
@@ -148,7 +181,7 @@ def load_yaml(path: str | Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml_load(path.read_text())
     except yaml.YAMLError as err:
         raise ConfigError(f"config file {path}: invalid YAML: {err}") from None
     if data is None:
@@ -176,7 +209,7 @@ def parse_overrides(overrides: list[str] | None) -> dict:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like key.path=value")
         key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw) if raw != "" else ""
+        value = yaml_load(raw) if raw != "" else ""
         node = out
         parts = key.strip().split(".")
         for part in parts[:-1]:
@@ -201,3 +234,42 @@ def config_hash(cfg: Any) -> str:
     """Stable 12-hex-digit hash of a config (dataclass or dict)."""
     text = json.dumps(to_dict(cfg), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+# keys that do not change a run's numbers: a checkpoint may be resumed with other values
+RESUME_FREE_KEYS = ("device", "scale", "data.workers", "optim.time_budget_s")
+
+
+def flatten(data: Any, prefix: str = "") -> dict:
+    """Nested dict (or dataclass) -> {'optim.blr': 1e-4, ...}, values normalised as in JSON."""
+    data = json.loads(json.dumps(to_dict(data), default=str))
+    out: dict = {}
+    for key, value in (data or {}).items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, name))
+        else:
+            out[name] = value
+    return out
+
+
+def numbers_config(cfg: Any) -> dict:
+    """The flattened config without RESUME_FREE_KEYS: the fields that change the numbers."""
+    def free(key: str) -> bool:  # a bare OptimConfig (no job config) has 'time_budget_s' unprefixed
+        return any(key == f or key.startswith(f + ".") or f.endswith("." + key) for f in RESUME_FREE_KEYS)
+
+    return {k: v for k, v in flatten(cfg).items() if not free(k)}
+
+
+def numbers_hash(cfg: Any) -> str:
+    """config_hash of `numbers_config(cfg)`: stored in checkpoints, compared on resume."""
+    return config_hash(numbers_config(cfg))
+
+
+def config_differences(old: Any, new: Any) -> list[str]:
+    """`key (old -> new)` for every number-changing key whose value differs."""
+    a, b = numbers_config(old), numbers_config(new)
+    missing = object()
+    return [f"{k} ({a.get(k, '<unset>')!r} -> {b.get(k, '<unset>')!r})" for k in sorted(set(a) | set(b))
+            if a.get(k, missing) != b.get(k, missing)]
+

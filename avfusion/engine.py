@@ -31,6 +31,9 @@ What it does (spec 3.2, 4, 6; MAE `engine_pretrain.py` / `util/lr_sched.py`):
   python, numpy, torch, cuda), sampler {seed, epoch, world_size}, config}.
 - a call on a folder holding a checkpoint resumes from it exactly; rows of `log.csv` (column
   `step`), `epochs.csv` and `extra_logs` (column `epoch`) written after that checkpoint are dropped.
+  The checkpoint stores `config_hash` (`avfusion.config.numbers_hash`: every key but device,
+  workers, time budget); a resume with another config is refused (ConfigError naming the keys)
+  before any state is loaded (`avfusion <task> --fresh` starts afresh).
 - `eval_fn(model, epoch, step)` runs after the epochs where `eval_epochs(epoch)` holds (all if None),
   before the checkpoint; with `eval_at_start` also once before training on a fresh run (epoch -1, step 0).
 - `out/log.csv`: one row per optimizer step (epoch, step, lr, loss, named logs); `out/epochs.csv`:
@@ -53,7 +56,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from . import distributed as dist_utils
-from .config import to_dict
+from .config import ConfigError, config_differences, numbers_hash, to_dict
 from .io import atomic_torch_save
 from .optim import OptimConfig, build_optimizer, param_groups as default_param_groups, set_lr
 from .progress import CSVLog, Progress
@@ -165,6 +168,50 @@ def _scalar(value: Any) -> float:
     return float(value.detach().float().item()) if isinstance(value, torch.Tensor) else float(value)
 
 
+def _batch_clip_ids(dataset: Dataset, batch: Any) -> list[str] | None:
+    """Clip ids of a batch whose items carry `index` into a manifest dataset (`rows`), else None."""
+    rows = getattr(dataset, "rows", None)
+    index = batch.get("index") if isinstance(batch, dict) else None
+    if rows is None or not isinstance(index, torch.Tensor):
+        return None
+    return [str(rows[int(i)].get("clip_id", int(i))) for i in index.reshape(-1).tolist()]
+
+
+def describe_nonfinite_batch(dataset: Dataset, batch: Any) -> str:
+    """Which inputs of a batch hold NaN/inf and which clips they belong to (for the loss error)."""
+    tensors = batch.items() if isinstance(batch, dict) else enumerate(batch if isinstance(batch, (list, tuple)) else [])
+    bad_items: set[int] = set()
+    bad_inputs = []
+    for name, value in tensors:
+        if not isinstance(value, torch.Tensor) or not value.is_floating_point() or value.ndim == 0:
+            continue
+        finite = torch.isfinite(value.detach()).reshape(value.shape[0], -1).all(dim=1)  # (B,)
+        if not bool(finite.all()):
+            bad_inputs.append(str(name))
+            bad_items.update(torch.nonzero(~finite).reshape(-1).tolist())
+    clips = _batch_clip_ids(dataset, batch)
+    if bad_inputs:
+        where = [clips[i] for i in sorted(bad_items)] if clips else [f"item {i}" for i in sorted(bad_items)]
+        return f"non-finite input {', '.join(bad_inputs)} in clip(s) {', '.join(where)}"
+    if clips:
+        return f"inputs are finite; the batch's clips: {', '.join(clips)}"
+    return "inputs are finite"
+
+
+def check_resume_config(ckpt: dict, run_config: Any, ckpt_file: Path) -> None:
+    """Refuse to resume a checkpoint made with a config whose numbers differ from `run_config`'s."""
+    saved_hash = ckpt.get("config_hash")
+    if saved_hash is not None and saved_hash == numbers_hash(run_config):
+        return
+    if ckpt.get("config") is None:
+        return  # a checkpoint of an older version without its config: nothing to compare
+    differences = config_differences(ckpt["config"], run_config)
+    if differences:
+        raise ConfigError(f"{ckpt_file}: this run folder's checkpoint was made with another config; "
+                          f"differing keys: {', '.join(differences)}. Use the checkpoint's values to "
+                          f"resume, or --fresh to start afresh (the old run is moved aside)")
+
+
 def train(model: torch.nn.Module, loss_fn: LossFn, train_set: Dataset, cfg: OptimConfig,
           out_dir: str | Path, *, seed: int = 0, device: str = "auto", workers: int = 0,
           collate_fn: Optional[Callable] = None, param_groups: Optional[list[dict]] = None,
@@ -210,8 +257,10 @@ def train(model: torch.nn.Module, loss_fn: LossFn, train_set: Dataset, cfg: Opti
     log_path, epochs_path = out_dir / "log.csv", out_dir / "epochs.csv"
     start_epoch, step, resumed_from = 0, 0, None
     evals: dict[int, dict] = {}
+    run_config = job_config if job_config is not None else cfg
     if ckpt_file.is_file():
         ckpt = load_checkpoint(ckpt_file)
+        check_resume_config(ckpt, run_config, ckpt_file)
         unwrap(net).load_state_dict(ckpt["state_dict"], strict=True)
         optimizer.load_state_dict(ckpt["optimizer"])
         if ckpt.get("scaler"):
@@ -261,7 +310,8 @@ def train(model: torch.nn.Module, loss_fn: LossFn, train_set: Dataset, cfg: Opti
                     loss, logs = loss_fn(net, batch)
                 loss_value = _scalar(loss)
                 if not math.isfinite(loss_value):
-                    raise FloatingPointError(f"loss is {loss_value} at epoch {epoch}, iteration {it}: stopping")
+                    raise FloatingPointError(f"loss is {loss_value} at epoch {epoch}, iteration {it}: stopping; "
+                                             + describe_nonfinite_batch(train_set, batch))
                 scaler.scale(loss / cfg.accum_iter).backward()
             for k, v in {"loss": loss_value, **{k: _scalar(v) for k, v in logs.items()}}.items():
                 window[k] = window.get(k, 0.0) + v / cfg.accum_iter
@@ -309,7 +359,7 @@ def train(model: torch.nn.Module, loss_fn: LossFn, train_set: Dataset, cfg: Opti
                 "scaler": scaler.state_dict() if scaler.is_enabled() else None,
                 "epoch": epoch + 1, "step": step, "rng": rng_states,
                 "sampler": {"seed": seed, "epoch": epoch + 1, "world_size": world},
-                "config": to_dict(job_config) if job_config is not None else to_dict(cfg),
+                "config": to_dict(run_config), "config_hash": numbers_hash(run_config),
             }, ckpt_file)
         dist_utils.barrier()
         epochs_done = epoch + 1

@@ -1,6 +1,8 @@
 """Atomic file writes: a temp file in the same folder, fsync, then rename.
 
-A job killed mid-write leaves either the old file or the new one, never half of one.
+A job killed mid-write leaves either the old file or the new one, never half of one. Files get
+the mode a plain `open()` would give (0666 minus the umask, e.g. group-readable results on a shared
+cluster), not mkstemp's 0600.
 """
 from __future__ import annotations
 
@@ -13,11 +15,25 @@ from pathlib import Path
 from typing import Any, Iterable
 
 
+def current_umask() -> int:
+    """The process umask (read from /proc on Linux: setting it to read it is not thread-safe)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()

@@ -88,15 +88,17 @@ class TaskJob:
         return argv + ["--out", self.out_dir]
 
     def __call__(self) -> dict:
-        from .cli import main as cli_main
+        from .cli import describe, run_command
 
         print(f"[launch] avfusion {' '.join(self.argv())}", flush=True)
         try:
-            code = cli_main(self.argv())
+            code = run_command(self.argv())
         except SystemExit as exit_:
             if not isinstance(exit_.code, str):  # e.g. submitit's sys.exit(-1) after requeueing: let it through
                 raise
-            raise LaunchError(f"avfusion {self.task}: {exit_.code}") from None  # job_main's config error
+            raise LaunchError(f"avfusion {self.task}: {exit_.code}") from None
+        except Exception as err:  # the job's own error, as the CLI would print it (config, data, busy folder)
+            raise LaunchError(f"avfusion {self.task}: {describe(err)}") from err
         if code:
             raise LaunchError(f"avfusion {self.task} exited with code {code}")
         metrics_path = Path(self.out_dir) / "metrics.json"

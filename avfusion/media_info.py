@@ -4,7 +4,7 @@
 
 For every file: its audio/video streams as PyAV sees them, then the shapes of the model inputs read
 from the middle of the file (a (3, S, S) image and a (1, 128, 192) log-mel). A file that cannot be read
-is reported with the reason and makes the command exit with status 1.
+is reported with the reason (also audio with NaN/inf samples) and makes the command exit with status 3.
 """
 from __future__ import annotations
 
@@ -41,6 +41,9 @@ def describe(path: Path, image_size: int = 224) -> list[str]:
     if info.audio_rate:
         t0 = max(0.0, centre - audio.CLIP_SECONDS / 2)
         wave = read_audio(path, t0, t0 + audio.CLIP_SECONDS)
+        if not bool(wave.isfinite().all()):
+            raise MediaError(f"{path}: {int((~wave.isfinite()).sum())} non-finite (NaN/inf) audio samples in "
+                             f"[{t0:.3f}, {t0 + audio.CLIP_SECONDS:.3f}] s")
         spec = audio.log_mel(audio.pad_or_trim(wave))
         padded = "" if len(wave) >= audio.CLIP_SAMPLES else f", padded from {len(wave)} samples"
         lines.append(f"  model audio ([{t0:.3f}, {t0 + audio.CLIP_SECONDS:.3f}] s): {tuple(spec.shape)}, "
@@ -61,4 +64,4 @@ def main(args: argparse.Namespace) -> int:
             failed += 1
     if failed:
         print(f"{failed} of {len(args.files)} files could not be read")
-    return 1 if failed else 0
+    return 3 if failed else 0  # 3: data (avfusion.cli)

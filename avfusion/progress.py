@@ -58,7 +58,9 @@ class CSVLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         new = not self.path.exists() or self.path.stat().st_size == 0
         self._fh = open(self.path, "a", newline="")
-        self._writer = csv.DictWriter(self._fh, fieldnames=self.fieldnames, extrasaction="raise")
+        # "\n" like atomic_write_csv (used on resume), so a resumed log has one line ending
+        self._writer = csv.DictWriter(self._fh, fieldnames=self.fieldnames, extrasaction="raise",
+                                      lineterminator="\n")
         if new:
             self._writer.writeheader()
             self._fh.flush()

@@ -64,3 +64,16 @@ def test_partial_section_keeps_the_fields_own_defaults():
     assert load_config(Task, [], ["inner.ratio=2"]).inner == Inner(arch="token", ratio=2.0)
     assert load_config(Task, [], []).inner == Inner(arch="token", ratio=0.5)
     assert load_config(Outer, [], ["inner.ratio=2"]).inner == Inner(arch="factorized", ratio=2.0)
+
+
+def test_set_values_are_read_as_yaml_1_2_numbers(tmp_path):
+    """YAML 1.1 (PyYAML) reads 010 as octal 8 and 1e-3 as a string; YAML 1.2 reads 10 and 0.001."""
+    assert parse_overrides(["seed=010", "optim.blr=1e-3", "a=1E+2", "b=0o17", "c=0x1f", "d=1_000", "e=.5",
+                            "f=-.inf", "g=true", "h=abc"]) == {
+        "seed": 10, "optim": {"blr": 0.001}, "a": 100.0, "b": 15, "c": 31, "d": "1_000", "e": 0.5,
+        "f": float("-inf"), "g": True, "h": "abc"}
+    (tmp_path / "job.yaml").write_text("epochs: 010\ninner: {ratio: 2e-4}\n")
+    cfg = load_config(Outer, [tmp_path / "job.yaml"], ["inner.ratio=1e-3"])
+    assert cfg.epochs == 10 and cfg.inner.ratio == 1e-3
+    with pytest.raises(ConfigError, match="'name': expected a string, got 10"):
+        load_config(Outer, [], ["name=010"])

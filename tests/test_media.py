@@ -194,7 +194,7 @@ def test_media_info_command_reports_inputs_and_failures(testdata, tmp_path, caps
     assert main(["media-info", str(mp4), "--image-size", "112"]) == 0
     out = capsys.readouterr().out
     assert "audio: aac, 16000 Hz, 1 ch, 3.000 s" in out and "(3, 112, 112)" in out and "(1, 128, 192)" in out
-    assert main(["media-info", str(mp4), str(tmp_path / "gone.wav")]) == 1
+    assert main(["media-info", str(mp4), str(tmp_path / "gone.wav")]) == 3  # 3: data (issue 19)
     assert "gone.wav: file not found" in capsys.readouterr().out
 
 
