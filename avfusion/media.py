@@ -177,7 +177,8 @@ def _soundfile_segment(path: Path, t0: float, t_end: float) -> tuple[np.ndarray,
     except (RuntimeError, soundfile.LibsndfileError):
         return None
     rate, frames = info.samplerate, info.frames
-    first = min(frames, max(0, int(math.floor((t0 - _MARGIN_S) * rate))))
+    first = min(frames, max(0, int(math.floor((t0 - 2 * _MARGIN_S) * rate))))
+    first -= first % _grid_step(rate)  # read_audio aligns its crop to the output grid
     last = frames if math.isinf(t_end) else min(frames, int(math.ceil((t_end + _MARGIN_S) * rate)))
     if last <= first:
         return np.zeros(0, dtype=np.float32), first / rate, rate, frames / rate
@@ -188,6 +189,13 @@ def _soundfile_segment(path: Path, t0: float, t_end: float) -> tuple[np.ndarray,
     return data.mean(axis=1), first / rate, rate, frames / rate  # channels averaged
 
 
+def _grid_step(orig_rate: int, rate: int = SAMPLE_RATE) -> int:
+    """Input samples between two instants on both the input grid and the k / rate output grid
+    (1 when that period is longer than the crop margin allows)."""
+    step = orig_rate // math.gcd(orig_rate, rate)
+    return step if step <= _MARGIN_S * orig_rate else 1
+
+
 def read_audio(path: str | Path, t0: float = 0.0, t1: float | None = None,
                rate: int = SAMPLE_RATE) -> torch.Tensor:
     """Samples of [t0, t1) (seconds in the file's timeline) as float32 `(n,)` at `rate`, mono.
@@ -196,12 +204,23 @@ def read_audio(path: str | Path, t0: float = 0.0, t1: float | None = None,
     `audio.pad_or_trim` to reach the 48000 samples of a model input. wav/flac/ogg are read with
     libsndfile, everything else (mp4, ...) with PyAV; both give the same samples.
     """
+    return read_audio_span(path, t0, t1, rate)[0]
+
+
+def read_audio_span(path: str | Path, t0: float = 0.0, t1: float | None = None,
+                    rate: int = SAMPLE_RATE) -> tuple[torch.Tensor, float, float]:
+    """`read_audio`'s samples, the time of the first one (a multiple of 1/rate) and the end of
+    the audio in the file (or of the decoded part when decoding stopped after t1)."""
     path = Path(path)
     t_end = math.inf if t1 is None else t1
     segment = _soundfile_segment(path, t0, t_end) if path.suffix.lower() in SOUNDFILE_SUFFIXES else None
     samples, start, orig_rate, file_end = segment if segment is not None else _pyav_segment(path, t0, t_end)
-    # crop at the original rate with a margin, on an integer sample grid
+    # crop at the original rate with a margin, starting on a sample whose time is a multiple of
+    # 1/rate: the output samples then sit at k / rate in the file, whatever t0 (the prepared form's
+    # whole-file resampling gives the same samples)
     first = max(0, int(math.floor((t0 - _MARGIN_S - start) * orig_rate)))
+    step, base = _grid_step(orig_rate, rate), int(round(start * orig_rate))  # base: index of samples[0]
+    first = max(0, (base + first) // step * step - base)
     last = len(samples) if t1 is None else min(len(samples), int(math.ceil((t1 + _MARGIN_S - start) * orig_rate)))
     if last <= first:
         raise MediaError(f"{path}: no audio in [{t0:.3f}, {t_end:.3f}] s "
@@ -214,7 +233,7 @@ def read_audio(path: str | Path, t0: float = 0.0, t1: float | None = None,
     if wave.numel() == 0:
         raise MediaError(f"{path}: no audio in [{t0:.3f}, {t_end:.3f}] s "
                          f"(audio covers [{start:.3f}, {file_end:.3f}] s)")
-    return wave.contiguous()
+    return wave.contiguous(), offset + j0 / rate, file_end
 
 
 def _read_image(path: Path) -> np.ndarray:
@@ -382,7 +401,7 @@ def _packets_from_keyframe(container, stream, t: float):
 def _sequential_frame(container, stream, t, fps, rule):
     """Decode from the current position in display order (today's path, used for `t=None` and
     streams without timestamps), converting nothing but the choice."""
-    best, best_dt, ts, key = None, math.inf, None, None
+    best, best_dt, ts = None, math.inf, None
     for i, frame in enumerate(container.decode(stream)):
         ts = _frame_time(frame, i, fps)
         if t is None:

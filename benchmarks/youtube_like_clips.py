@@ -7,10 +7,12 @@ little and says nothing about the issue's 360p-720p YouTube clips. Each clip her
 source's pictures and sound and gives them the shape of a dataset clip: 5 s, H.264 at 1280x720 / 30
 fps (even index) or 640x360 / 25 fps (odd index), libx264 with its default GOP (keyint 250 plus
 scene cuts: what `ffmpeg -ss .. -t ..` cutting with default settings gives, as for AVSBench and
-VGGSound), AAC 44.1 kHz stereo. The pictures pan slowly across the upscaled real frame (the frames
-change at the source's own times), so P/B frames carry real motion; the sound is the real clip's
-audio, resampled and looped to 5 s. Synthetic motion over real content: say so wherever a number
-measured on these clips is quoted.
+VGGSound) at YouTube's delivered H.264 rates (1.8 Mbit/s at 720p, 0.7 Mbit/s at 360p), AAC 44.1 kHz
+stereo. The pictures pan slowly across the upscaled real frame (the frames change at the source's
+own times) with sensor-like noise (Gaussian, sigma 4 grey levels), so P/B frames carry motion and
+the bits a camera clip spends; the sound is the real clip's audio, resampled and looped to 5 s.
+Synthetic motion and noise over real content: say so wherever a number measured on these clips
+is quoted.
 """
 from __future__ import annotations
 
@@ -47,14 +49,15 @@ def _source(path: Path) -> tuple[list[tuple[float, np.ndarray]], np.ndarray, int
     return frames, audio, rate
 
 
-def make_clip(src: Path, out: Path, width: int, height: int, fps: int, seed: int) -> None:
+def make_clip(src: Path, out: Path, width: int, height: int, fps: int, seed: int, bitrate: int) -> None:
     frames, audio, rate = _source(src)
     rng = np.random.default_rng(seed)
     zoom = 1.2
     direction = rng.uniform(-1, 1, size=2)
     tmp = out.with_suffix(".tmp.mp4")
     with av.open(str(tmp), "w") as c:
-        v = c.add_stream("libx264", rate=fps, options={"preset": "veryfast", "crf": "23"})
+        v = c.add_stream("libx264", rate=fps, options={"preset": "veryfast"})
+        v.bit_rate = bitrate
         v.width, v.height, v.pix_fmt = width, height, "yuv420p"
         a = c.add_stream("aac", rate=AUDIO_RATE, layout="stereo")
         big_w, big_h = int(width * zoom), int(height * zoom)
@@ -67,7 +70,9 @@ def make_clip(src: Path, out: Path, width: int, height: int, fps: int, seed: int
             s = t / SECONDS  # pan 0 -> 1 over the clip
             x0 = int((big_w - width) * (0.5 + 0.5 * direction[0] * (2 * s - 1)))
             y0 = int((big_h - height) * (0.5 + 0.5 * direction[1] * (2 * s - 1)))
-            img = np.asarray(cache[k].crop((x0, y0, x0 + width, y0 + height)))
+            img = np.asarray(cache[k].crop((x0, y0, x0 + width, y0 + height)), dtype=np.float32)
+            img = np.clip(img + rng.normal(0, 4, size=(height, width, 1)).astype(np.float32), 0, 255)
+            img = img.astype(np.uint8)
             vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
             vf.pts = j
             c.mux(v.encode(vf))
@@ -93,11 +98,11 @@ def make_clips(testdata: Path, out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for i, rel in enumerate(SOURCES):
-        width, height, fps = (1280, 720, 30) if i % 2 == 0 else (640, 360, 25)
+        width, height, fps, rate = (1280, 720, 30, 1_800_000) if i % 2 == 0 else (640, 360, 25, 700_000)
         name = f"yt{i:02d}_{height}p_{Path(rel).parent.name[:24] if 'clipsep' in rel else Path(rel).stem}.mp4"
         path = out_dir / name
         if not path.is_file():
-            make_clip(testdata / rel, path, width, height, fps, seed=i)
+            make_clip(testdata / rel, path, width, height, fps, seed=i, bitrate=rate)
         paths.append(path)
     (out_dir / "sources.json").write_text(json.dumps({p.name: s for p, s in zip(paths, SOURCES)}, indent=1))
     return paths

@@ -12,6 +12,13 @@ Timing (spec 1.3, 4.5): a 3 s audio window and one frame per item.
   segmentation / localization always take the annotated frame at `frame_time` (its mask / boxes).
 Train randomness uses torch's global RNG, which DataLoader seeds per worker; eval uses none.
 A clip that cannot be read raises MediaError naming the file (never a random substitute).
+
+Media (README "Data loading speed"): `media=None` reads a folder made by `avfusion data cache` from
+its shards (`data/prepared.py`: frame rule "the kept frame at or before t", same audio samples) and
+any other folder raw; `media="raw"` forces the raw files. Raw options: `frame_rule` "nearest"
+(default, as above) or "keyframe" (the official rule: the keyframe at or before t), and
+`decode_short_side` (the decoder scales sampled video frames to that short side; default None =
+full size). Stills and annotated frames are always read full size (their masks and boxes).
 """
 from __future__ import annotations
 
@@ -26,8 +33,11 @@ from torch.utils.data import Dataset
 
 from .. import audio as audio_lib
 from .. import transforms
-from ..media import MediaError, duration, read_audio, read_frame
+from ..media import FRAME_RULES, MediaError, duration, read_audio, read_frame
 from .manifest import PAIR_COLUMNS, read_classes, read_manifest, split_labels
+from .prepared import PreparedMedia
+
+MEDIA_FORMS = ("raw", "prepared")
 
 SEGMENTATION_JITTER_S = 0.33 * audio_lib.CLIP_SECONDS  # AVSBench train jitter (spec 4.5)
 MIN_AUDIO_S = 0.25  # a window with less audio than this is refused rather than padded 12x
@@ -40,9 +50,18 @@ def _uniform(low: float, high: float) -> float:
 class _ManifestClips(Dataset):
     """Rows of one split of `<manifest_dir>/manifest.csv`, and how to read a clip's audio and frame."""
 
-    def __init__(self, manifest_dir, split: str, train: bool, image_size: int, required=()):
+    def __init__(self, manifest_dir, split: str, train: bool, image_size: int, required=(),
+                 media: str | None = None, frame_rule: str = "nearest", decode_short_side: int | None = None):
         self.manifest_dir = Path(manifest_dir)
         self.split, self.train, self.image_size = split, train, int(image_size)
+        if media is None:  # a folder written by `avfusion data cache` reads its shards
+            media = "prepared" if PreparedMedia.exists(self.manifest_dir) else "raw"
+        if media not in MEDIA_FORMS:
+            raise ValueError(f"media {media!r}: choose from {MEDIA_FORMS}")
+        if frame_rule not in FRAME_RULES:
+            raise ValueError(f"frame rule {frame_rule!r}: choose from {FRAME_RULES}")
+        self.media, self.frame_rule, self.decode_short_side = media, frame_rule, decode_short_side
+        self.prepared = PreparedMedia(self.manifest_dir) if media == "prepared" else None
         self.rows = read_manifest(self.manifest_dir / "manifest.csv", split)
         if not self.rows:
             raise ValueError(f"{self.manifest_dir / 'manifest.csv'}: no rows with split '{split}'")
@@ -96,7 +115,7 @@ class _ManifestClips(Dataset):
 
         Less than MIN_AUDIO_S of audio in the window is an error: padding it would invent the clip."""
         path = row.get("audio") or row["video"]
-        wave = read_audio(path, t0, t1)
+        wave = self.prepared.audio(row["clip_id"], t0, t1) if self.prepared else read_audio(path, t0, t1)
         if wave.numel() < MIN_AUDIO_S * audio_lib.SAMPLE_RATE:
             raise MediaError(f"{path}: too short: {wave.numel() / audio_lib.SAMPLE_RATE:.3f} s of audio in "
                              f"[{t0:.3f}, {t1:.3f}] s (clip {row['clip_id']}; at least {MIN_AUDIO_S} s needed)")
@@ -104,13 +123,19 @@ class _ManifestClips(Dataset):
 
     def frame(self, row: dict, t0: float, t1: float, centre: float, annotated: bool = False) -> np.ndarray:
         """The still `frame`, or a video frame: the annotated one at `frame_time` when `annotated`
-        (masks and boxes belong to it), else random in the window (train) or nearest the centre."""
+        (masks and boxes belong to it), else at a random time in the window (train) or at the centre,
+        chosen by `frame_rule` (raw) or the prepared form's rule (the kept frame at or before t)."""
+        annotated = annotated and row.get("frame_time") not in (None, "")
+        t = None if row.get("frame") or annotated else (_uniform(t0, t1) if self.train else centre)
+        if self.prepared:
+            if row.get("frame") or annotated:
+                return self.prepared.annotated_frame(row["clip_id"])
+            return self.prepared.frame(row["clip_id"], t)
         if row.get("frame"):
             return read_frame(row["frame"])
-        if annotated and row.get("frame_time") not in (None, ""):
+        if annotated:
             return read_frame(row["video"], float(row["frame_time"]))
-        t = _uniform(t0, t1) if self.train else centre
-        return read_frame(row["video"], t)
+        return read_frame(row["video"], t, rule=self.frame_rule, short_side=self.decode_short_side)
 
     def image(self, frame: np.ndarray) -> torch.Tensor:
         if self.train:
@@ -141,8 +166,9 @@ class AVClipDataset(_ManifestClips):
     `label` is a long class index (-1 for an unlabelled row) or, with `multilabel`, a multi-hot float.
     """
 
-    def __init__(self, manifest_dir, split: str, train: bool, image_size: int, multilabel: bool = False):
-        super().__init__(manifest_dir, split, train, image_size)
+    def __init__(self, manifest_dir, split: str, train: bool, image_size: int, multilabel: bool = False,
+                 **media_options):
+        super().__init__(manifest_dir, split, train, image_size, **media_options)
         self.multilabel = multilabel
 
     def __getitem__(self, index: int) -> dict:
@@ -175,8 +201,8 @@ class MixtureDataset(_ManifestClips):
     (the official skip rule, spec 4.3) instead of scoring them.
     """
 
-    def __init__(self, manifest_dir, split: str, train: bool, image_size: int):
-        super().__init__(manifest_dir, split, train, image_size)
+    def __init__(self, manifest_dir, split: str, train: bool, image_size: int, **media_options):
+        super().__init__(manifest_dir, split, train, image_size, **media_options)
         self.by_id = {r["clip_id"]: i for i, r in enumerate(self.rows)}
         self.pairs: list[tuple[int, int]] = []
         self.pair_rows: list[dict] = []  # eval: the pairs.csv rows (pair_id, sep_type, ...) by item index
@@ -243,8 +269,9 @@ class SegmentationDataset(_ManifestClips):
     i.e. pixel p = line p). With a 0-based label2idx the rule erases most foreground, as officially.
     """
 
-    def __init__(self, manifest_dir, split: str, train: bool, image_size: int, num_classes: int):
-        super().__init__(manifest_dir, split, train, image_size, required=("mask",))
+    def __init__(self, manifest_dir, split: str, train: bool, image_size: int, num_classes: int,
+                 **media_options):
+        super().__init__(manifest_dir, split, train, image_size, required=("mask",), **media_options)
         self.num_classes = int(num_classes)
         self.binary = self.num_classes <= 2
         report = self.manifest_dir / "report.json"
@@ -319,8 +346,9 @@ class LocalizationDataset(_ManifestClips):
     centre-crops it like the image; train maps follow the image's random crop with NEAREST.
     """
 
-    def __init__(self, manifest_dir, split: str, train: bool, image_size: int, box_rule: str | None = None):
-        super().__init__(manifest_dir, split, train, image_size, required=("boxes",))
+    def __init__(self, manifest_dir, split: str, train: bool, image_size: int, box_rule: str | None = None,
+                 **media_options):
+        super().__init__(manifest_dir, split, train, image_size, required=("boxes",), **media_options)
         report = self.manifest_dir / "report.json"
         details = json.loads(report.read_text()).get("details", {}) if report.is_file() else {}
         self.box_rule = box_rule or details.get("box_rule", "auto")

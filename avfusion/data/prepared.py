@@ -1,0 +1,349 @@
+"""Prepared media: every clip's frames (JPEG at the short side the transforms need) and its audio
+(16 kHz mono float32), decoded once and packed in a few large shards that the Datasets read fast.
+
+    avfusion data cache --manifest data/vggsound --out data/vggsound-prepared --workers 16
+    ds = AVClipDataset("data/vggsound-prepared", "train", train=True, image_size=224)  # reads shards
+
+<out> is a manifest folder like its source, so every task reads it unchanged:
+    manifest.csv, classes.txt,      the source's, path columns absolute, an empty `end` filled as the
+    report.json, pairs.csv          raw path would probe it; unreadable clips left out (see below)
+    prepared/meta.json              settings (short side, frame stride, JPEG quality) and the shard plan
+    prepared/shard-00000.tar        per clip `cNNNN.audio.f32` (the whole file's audio) and
+                                    `cNNNN.fNNNN.jpg` (the frames kept), `cNNNN.annot.jpg` (the frame
+                                    at `frame_time`); a plain tar, readable by tar / WebDataset tools
+    prepared/shard-00000.json       offsets, frame times, audio start; renamed into place after the
+                                    tar: its presence marks the shard complete (a rerun skips it)
+    prepared/report.json            clips prepared, unreadable clips (count, clip_id, file, reason)
+
+Frame-choice rule (README "Prepared media"): of a video, the frames whose display index is a
+multiple of `frame_stride` (default 16, the official re-encode's keyframe interval) are kept, and
+an item at time t gets the last kept frame at or before t (the first kept frame if none): the
+official keyframe rule, and exactly what `read_frame(video, t, rule="keyframe", short_side=S)` gives
+on a video with a keyframe every `frame_stride` frames. These frames are scaled by the decoder's
+scaler to short side S (as `read_frame(short_side=S)`), then JPEG-encoded (quality 90: pixels
+within a few grey levels of the raw frame). Frames that masks or boxes belong to stay full size
+and lossless: a still `frame` is stored as its own file's bytes, and a row with `frame_time` keeps
+the frame nearest it (raw rule) as PNG.
+Audio rule: the window [t0, t1) is cut from the whole file's 16 kHz audio on the sample grid
+k / 16000 s, which is where `read_audio` puts its samples too: the same samples as the raw path.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import math
+import multiprocessing
+import os
+import shutil
+import tarfile
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+from PIL import Image
+
+from ..audio import SAMPLE_RATE
+from ..io import atomic_write_csv, atomic_write_json, read_json
+from ..media import MediaError, _check_not_truncated, _open, _to_rgb, duration, read_audio_span, read_frame
+from ..progress import Progress, timestamp
+from .manifest import read_manifest
+
+FORMAT_VERSION = 1
+DEFAULTS = {"short_side": 256, "frame_stride": 16, "jpeg_quality": 90, "clips_per_shard": 64}
+
+
+def shard_name(index: int) -> str:
+    return f"shard-{index:05d}"
+
+
+# -- preparing ------------------------------------------------------------------------------------
+def _jpeg(image: np.ndarray, quality: int) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def _video_frames(path: str, stride: int, short_side: int) -> list[tuple[float, np.ndarray]]:
+    """(time, RGB) of the frames whose display index is a multiple of `stride`, decoded in order."""
+    with _open(path) as container:
+        if not container.streams.video:
+            raise MediaError(f"{path}: no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"  # sequential decoding of the whole clip: frame threads help
+        kept, ts = [], None
+        try:
+            for i, frame in enumerate(container.decode(stream)):
+                ts = float(frame.pts * frame.time_base) if frame.pts is not None else i / 25.0
+                if i % stride == 0:
+                    kept.append((ts, _to_rgb(frame, short_side)))
+        except av.error.FFmpegError as err:
+            raise MediaError(f"{path}: video decoding failed ({err})") from None
+        if not kept:
+            raise MediaError(f"{path}: no video frames decoded")
+        _check_not_truncated(container, stream, ts, math.inf)
+    return kept
+
+
+def _prepare_clip(row: dict, settings: dict) -> tuple[dict, list[tuple[str, bytes]]]:
+    """(index entry, tar members) of one clip; raises MediaError when it cannot be read."""
+    short, stride, quality = settings["short_side"], settings["frame_stride"], settings["jpeg_quality"]
+    audio_path = row.get("audio") or row["video"]
+    wave, audio_start, audio_end = read_audio_span(audio_path, 0.0, None)  # (n,) the whole file
+    entry = {"audio_start": audio_start, "audio_end": audio_end, "audio_samples": int(wave.numel())}
+    members = [("audio.f32", wave.numpy().astype("<f4").tobytes())]
+    if row.get("end") in (None, ""):  # what _ManifestClips.span would probe on the raw path
+        start = float(row["start"]) if row.get("start") not in (None, "") else 0.0
+        entry["end"] = str(start + duration(audio_path))
+    if row.get("frame"):  # the still's own bytes: the same pixels as the raw path, boxes still fit
+        read_frame(row["frame"])  # unreadable stills fail here, not in training
+        members.append(("annot" + Path(row["frame"]).suffix.lower(), Path(row["frame"]).read_bytes()))
+        entry["frame_times"] = []
+        return entry, members
+    frames = _video_frames(row["video"], stride, short)
+    entry["frame_times"] = [ts for ts, _ in frames]
+    members += [(f"f{k:04d}.jpg", _jpeg(img, quality)) for k, (_, img) in enumerate(frames)]
+    if row.get("frame_time") not in (None, ""):  # the annotated frame, full size and lossless (PNG)
+        annotated = read_frame(row["video"], float(row["frame_time"]))
+        buf = io.BytesIO()
+        Image.fromarray(annotated).save(buf, "PNG")
+        members.append(("annot.png", buf.getvalue()))
+    return entry, members
+
+
+def prepare_shard(job: tuple) -> dict:
+    """Write one shard (tar, then its JSON index, each renamed into place); returns its summary."""
+    index, rows, folder, settings = job
+    torch.set_num_threads(1)
+    folder = Path(folder)
+    name = shard_name(index)
+    tmp_tar = folder / f".{name}.tar.{os.getpid()}.tmp"
+    clips, failed = {}, {}
+    with tarfile.open(tmp_tar, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for k, row in enumerate(rows):
+            try:
+                entry, members = _prepare_clip(row, settings)
+            except (MediaError, OSError, ValueError) as err:
+                failed[row["clip_id"]] = {"file": row.get("video") or row.get("audio") or row.get("frame"),
+                                          "reason": str(err)}
+                continue
+            offsets = {}
+            for suffix, data in members:
+                info = tarfile.TarInfo(f"c{k:04d}.{suffix}")
+                info.size, info.mtime = len(data), 0
+                before = tar.offset
+                tar.addfile(info, io.BytesIO(data))
+                header = tar.offset - before - -(-len(data) // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+                offsets[suffix] = [before + header, len(data)]  # where the member's bytes start
+            entry["members"] = offsets
+            clips[row["clip_id"]] = entry
+    with open(tmp_tar, "rb+") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp_tar, folder / f"{name}.tar")
+    summary = {"shard": index, "tar": f"{name}.tar", "tar_bytes": (folder / f"{name}.tar").stat().st_size,
+               "clips": clips, "failed": failed}
+    atomic_write_json(folder / f"{name}.json", summary)  # last: marks the shard complete
+    return {"shard": index, "clips": len(rows), "failed": len(failed)}
+
+
+def _complete(folder: Path, index: int) -> bool:
+    meta, tar = folder / f"{shard_name(index)}.json", folder / f"{shard_name(index)}.tar"
+    if not (meta.is_file() and tar.is_file()):
+        return False
+    try:
+        return read_json(meta)["tar_bytes"] == tar.stat().st_size
+    except (ValueError, KeyError, OSError):
+        return False
+
+
+def _plan_id(rows: list[dict], settings: dict) -> str:
+    text = json.dumps([settings, [[r["clip_id"], r.get("video"), r.get("audio"), r.get("frame")] for r in rows]])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def cache_manifest(manifest_dir, out_dir, workers: int = 1, short_side: int = DEFAULTS["short_side"],
+                   frame_stride: int = DEFAULTS["frame_stride"], jpeg_quality: int = DEFAULTS["jpeg_quality"],
+                   clips_per_shard: int = DEFAULTS["clips_per_shard"], stream=None) -> dict:
+    """Prepare every clip of `<manifest_dir>/manifest.csv` (all splits) into `<out_dir>`; resumable.
+
+    Shards already complete in `out_dir` (same manifest and settings) are kept; a changed manifest
+    or setting is refused rather than mixed in. Returns the report (also `prepared/report.json`).
+    """
+    manifest_dir, out_dir = Path(manifest_dir), Path(out_dir)
+    if manifest_dir.resolve() == out_dir.resolve():
+        raise ValueError(f"{out_dir}: choose an output folder other than the source manifest's")
+    rows = read_manifest(manifest_dir / "manifest.csv")
+    if not rows:
+        raise ValueError(f"{manifest_dir / 'manifest.csv'}: no rows")
+    settings = {"short_side": int(short_side), "frame_stride": int(frame_stride),
+                "jpeg_quality": int(jpeg_quality), "audio_rate": SAMPLE_RATE}
+    folder = out_dir / "prepared"
+    folder.mkdir(parents=True, exist_ok=True)
+    chunks = [rows[i:i + clips_per_shard] for i in range(0, len(rows), clips_per_shard)]
+    plan = {"format": FORMAT_VERSION, "source": str(manifest_dir.resolve()), "settings": settings,
+            "plan_id": _plan_id(rows, settings), "clips": len(rows), "shards": len(chunks),
+            "clips_per_shard": clips_per_shard}
+    meta_path = folder / "meta.json"
+    if meta_path.is_file():
+        old = read_json(meta_path)
+        if old.get("plan_id") != plan["plan_id"] or old.get("shards") != plan["shards"]:
+            raise ValueError(f"{out_dir}: prepared from another manifest or with other settings "
+                             f"({old.get('settings')}, {old.get('clips')} clips); use a new --out")
+    else:
+        atomic_write_json(meta_path, plan)
+    for stale in folder.glob(".shard-*.tmp"):  # half-written by a killed run
+        stale.unlink()
+    done = [i for i in range(len(chunks)) if _complete(folder, i)]
+    todo = [i for i in range(len(chunks)) if i not in set(done)]
+    out = stream
+    print(f"{timestamp()} cache {manifest_dir} -> {out_dir}: {len(rows)} clips in {len(chunks)} shards; "
+          f"{len(done)} complete already, {len(todo)} to do, {workers} workers", file=out, flush=True)
+    progress = Progress(total=len(rows), desc="cache clips", every=1, stream=out,
+                        start=sum(len(chunks[i]) for i in done))
+    unreadable = 0
+    jobs = [(i, chunks[i], str(folder), settings) for i in todo]
+    t0 = time.perf_counter()
+    if workers > 1 and len(jobs) > 1:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            for result in pool.imap_unordered(prepare_shard, jobs):
+                unreadable += result["failed"]
+                progress.update(result["clips"], shard=result["shard"], unreadable=unreadable)
+    else:
+        for job in jobs:
+            result = prepare_shard(job)
+            unreadable += result["failed"]
+            progress.update(result["clips"], shard=result["shard"], unreadable=unreadable)
+    report = _finish(manifest_dir, out_dir, rows, len(chunks), plan)
+    report["resumed_shards"], report["prepared_shards"] = len(done), len(todo)
+    report["seconds"] = round(time.perf_counter() - t0, 2)
+    atomic_write_json(folder / "report.json", report)
+    return report
+
+
+def _finish(manifest_dir: Path, out_dir: Path, rows: list[dict], n_shards: int, plan: dict) -> dict:
+    """The manifest folder around the shards: readable clips only, unreadable ones in the report."""
+    folder = out_dir / "prepared"
+    entries, failed = {}, {}
+    for i in range(n_shards):
+        shard = read_json(folder / f"{shard_name(i)}.json")
+        entries.update(shard["clips"])
+        failed.update(shard["failed"])
+    kept = []
+    for row in rows:
+        if row["clip_id"] in entries:
+            row = dict(row)
+            if entries[row["clip_id"]].get("end"):
+                row["end"] = entries[row["clip_id"]]["end"]
+            kept.append(row)
+    with open(manifest_dir / "manifest.csv", newline="") as fh:
+        columns = csv.DictReader(fh).fieldnames
+    atomic_write_csv(out_dir / "manifest.csv", ({c: r.get(c, "") for c in columns} for r in kept), columns)
+    for name in ("classes.txt", "report.json"):
+        if (manifest_dir / name).is_file():
+            shutil.copyfile(manifest_dir / name, out_dir / name)
+    dropped_pairs = []
+    if (manifest_dir / "pairs.csv").is_file():
+        with open(manifest_dir / "pairs.csv", newline="") as fh:
+            reader = csv.DictReader(fh)
+            pairs, pair_columns = list(reader), reader.fieldnames
+        ok = [p for p in pairs if p["clip_id_1"] not in failed and p["clip_id_2"] not in failed]
+        dropped_pairs = [p["pair_id"] for p in pairs if p not in ok]
+        atomic_write_csv(out_dir / "pairs.csv", ok, pair_columns)
+    return {"source": plan["source"], "settings": plan["settings"], "clips": len(rows),
+            "prepared": len(kept), "unreadable": len(failed),
+            "unreadable_clips": [{"clip_id": k, **v} for k, v in sorted(failed.items())],
+            "pairs_dropped": dropped_pairs, "shards": n_shards}
+
+
+# -- reading --------------------------------------------------------------------------------------
+class PreparedMedia:
+    """Reads the shards of `<manifest_dir>/prepared`: audio windows and frames by clip_id.
+
+    File handles are opened lazily per process (DataLoader workers each get their own).
+    """
+
+    def __init__(self, manifest_dir):
+        self.folder = Path(manifest_dir) / "prepared"
+        meta = read_json(self.folder / "meta.json")
+        self.settings = meta["settings"]
+        self.short_side = self.settings["short_side"]
+        self.clips: dict[str, tuple[int, dict]] = {}
+        for i in range(meta["shards"]):
+            if not _complete(self.folder, i):
+                raise FileNotFoundError(f"{self.folder}: {shard_name(i)} is missing or incomplete; "
+                                        f"rerun `avfusion data cache` to finish it")
+            shard = read_json(self.folder / f"{shard_name(i)}.json")
+            for clip_id, entry in shard["clips"].items():
+                self.clips[clip_id] = (i, entry)
+        self._fds: dict[int, int] = {}
+        self._pid = None
+
+    @staticmethod
+    def exists(manifest_dir) -> bool:
+        return (Path(manifest_dir) / "prepared" / "meta.json").is_file()
+
+    def _read(self, shard: int, offset: int, size: int) -> bytes:
+        if self._pid != os.getpid():  # forked into a worker: its own descriptors
+            self._fds, self._pid = {}, os.getpid()
+        fd = self._fds.get(shard)
+        if fd is None:
+            fd = self._fds[shard] = os.open(self.folder / f"{shard_name(shard)}.tar", os.O_RDONLY)
+        return os.pread(fd, size, offset)
+
+    def entry(self, clip_id: str) -> tuple[int, dict]:
+        if clip_id not in self.clips:
+            raise MediaError(f"{self.folder}: clip {clip_id} is not in the prepared shards")
+        return self.clips[clip_id]
+
+    def audio(self, clip_id: str, t0: float, t1: float) -> torch.Tensor:
+        """(n,) float32 16 kHz: the samples `read_audio(file, t0, t1)` gives (same grid, same clip)."""
+        shard, entry = self.entry(clip_id)
+        rate = self.settings["audio_rate"]
+        start, n = entry["audio_start"], entry["audio_samples"]
+        j0 = min(n, max(0, int(round((t0 - start) * rate))))
+        j1 = min(n, int(round((min(t1, entry["audio_end"]) - start) * rate)))
+        if j1 <= j0:
+            raise MediaError(f"clip {clip_id}: no audio in [{t0:.3f}, {t1:.3f}] s "
+                             f"(audio covers [{start:.3f}, {entry['audio_end']:.3f}] s)")
+        offset, _ = entry["members"]["audio.f32"]
+        data = self._read(shard, offset + 4 * j0, 4 * (j1 - j0))
+        return torch.from_numpy(np.frombuffer(data, dtype="<f4").copy())
+
+    def _image(self, shard: int, entry: dict, member: str) -> np.ndarray:
+        offset, size = entry["members"][member]
+        with Image.open(io.BytesIO(self._read(shard, offset, size))) as img:
+            return np.asarray(img.convert("RGB"))  # (H, W, 3) uint8
+
+    def frame(self, clip_id: str, t: float | None = None) -> np.ndarray:
+        """The last kept frame at or before t (the first kept frame if none; a still: itself)."""
+        shard, entry = self.entry(clip_id)
+        times = entry["frame_times"]
+        if not times:  # a still
+            return self.annotated_frame(clip_id)
+        k = 0
+        if t is not None:
+            before = [i for i, ts in enumerate(times) if ts <= t]
+            k = max(before, key=lambda i: times[i]) if before else min(range(len(times)), key=times.__getitem__)
+        return self._image(shard, entry, f"f{k:04d}.jpg")
+
+    def frame_time(self, clip_id: str, t: float | None = None) -> float:
+        """Timestamp of the frame `frame(clip_id, t)` returns."""
+        times = self.entry(clip_id)[1]["frame_times"]
+        before = [ts for ts in times if t is not None and ts <= t]
+        return max(before) if before else min(times)
+
+    def annotated_frame(self, clip_id: str) -> np.ndarray:
+        """The still `frame`, or the video frame nearest the row's `frame_time` (full size, as raw)."""
+        shard, entry = self.entry(clip_id)
+        member = [m for m in entry["members"] if m.startswith("annot.")]
+        if not member:
+            raise MediaError(f"clip {clip_id}: no still or annotated frame in the prepared shards")
+        return self._image(shard, entry, member[0])
+
+    def __getstate__(self):  # descriptors are per process
+        state = dict(self.__dict__)
+        state["_fds"], state["_pid"] = {}, None
+        return state

@@ -1,0 +1,165 @@
+"""`avfusion data cache`: the prepared form gives the raw path's audio window and frame (under the
+documented keyframe rule), names and counts unreadable clips, and resumes after kill -9.
+
+Clips: the real CLIPSep frames and audio of testdata, re-encoded as the official pipeline does
+(H.264, a keyframe every 16 frames, 25 fps) with AAC at 44.1 kHz stereo (so the audio goes through
+the resampler), 4 s each."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from avfusion.data.datasets import AVClipDataset
+from avfusion.data.manifest import write_manifest
+from avfusion.data.prepared import PreparedMedia, cache_manifest
+from avfusion.media import read_audio, read_frame
+
+SOURCES = ["clipsep_mixtures/vggsound/3-23kti2LQUdw/av.mp4", "clipsep_mixtures/vggsound/e-xe7opvK-LJg/av.mp4",
+           "clipsep_mixtures/vggsound/v-hvCj8Dk0Su4/av.mp4"]
+FPS, SECONDS, SIZE, SHORT = 25, 4.0, (320, 240), 128
+
+
+def _reencode(src, dst, seed: int) -> None:
+    """The source's real frames (shifted 2 px per frame) and audio as H.264 GOP 16 + AAC 44.1 kHz."""
+    with av.open(str(src)) as c:
+        pictures = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    with av.open(str(src)) as c:
+        mono = np.concatenate([f.to_ndarray().mean(axis=0) for f in c.decode(audio=0)])
+        rate = c.streams.audio[0].rate
+    width, height = SIZE
+    with av.open(str(dst), "w") as c:
+        v = c.add_stream("libx264", rate=FPS, options={"preset": "veryfast", "g": "16", "keyint_min": "16",
+                                                        "sc_threshold": "0", "bf": "2"})
+        v.width, v.height, v.pix_fmt = width, height, "yuv420p"
+        a = c.add_stream("aac", rate=44100, layout="stereo")
+        for j in range(int(SECONDS * FPS)):
+            pic = pictures[min(j // FPS, len(pictures) - 1)]
+            big = np.tile(pic, (2, 2, 1))[:height, :]  # (448, 448) -> cut to (240, 448)
+            img = np.ascontiguousarray(np.roll(big, 2 * j + seed, axis=1)[:, :width])
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            frame.pts = j
+            c.mux(v.encode(frame))
+        c.mux(v.encode())
+        n = int(SECONDS * 44100)
+        wave = np.interp(np.arange(n) / 44100 % (len(mono) / rate), np.arange(len(mono)) / rate, mono)
+        stereo = np.stack([wave, wave]).astype(np.float32)
+        for i in range(0, n, 1024):
+            af = av.AudioFrame.from_ndarray(np.ascontiguousarray(stereo[:, i:i + 1024]), format="fltp",
+                                            layout="stereo")
+            af.sample_rate, af.pts = 44100, i
+            c.mux(a.encode(af))
+        c.mux(a.encode())
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory, testdata):
+    folder = tmp_path_factory.mktemp("gop16")
+    paths = []
+    for i, rel in enumerate(SOURCES):
+        path = folder / f"clip{i}.mp4"
+        _reencode(testdata / rel, path, seed=i)
+        paths.append(path)
+    return paths
+
+
+def _manifest(folder, videos, corrupt=None):
+    rows = [{"clip_id": f"c{i:02d}", "split": "train", "video": str(p), "label": ["a", "b"][i % 2]}
+            for i, p in enumerate(videos)]
+    if corrupt is not None:
+        rows.insert(1, {"clip_id": "broken", "split": "train", "video": str(corrupt), "label": "a"})
+    write_manifest(folder, rows, classes=["a", "b"])
+    return rows
+
+
+def test_prepared_and_raw_give_the_same_audio_window_and_frame(tmp_path, clips):
+    src, out = tmp_path / "raw", tmp_path / "prepared"
+    _manifest(src, clips)
+    report = cache_manifest(src, out, short_side=SHORT, clips_per_shard=2)
+    assert (report["prepared"], report["unreadable"], report["shards"]) == (3, 0, 2)
+    prepared = PreparedMedia(out)
+    for i, path in enumerate(clips):
+        for t0 in (0.0, 0.37, 0.5 + 0.25 * i, 1.0):  # windows off and on the 1/16000 grid
+            raw = read_audio(path, t0, t0 + 3.0)
+            fast = prepared.audio(f"c{i:02d}", t0, t0 + 3.0)
+            assert fast.shape == raw.shape == (48000,)
+            assert torch.allclose(fast, raw, atol=1e-6), (i, t0, (fast - raw).abs().max())
+        for t in (0.0, 0.3, 0.64, 0.65, 1.9, 2.55, 3.96):
+            raw = read_frame(path, t, rule="keyframe", short_side=SHORT)
+            fast = prepared.frame(f"c{i:02d}", t)
+            assert fast.shape == raw.shape == (SHORT, SHORT * 4 // 3, 3)
+            assert np.abs(fast.astype(int) - raw).mean() < 4.0, (i, t)  # JPEG q90 of the same frame
+            assert prepared.frame_time(f"c{i:02d}", t) == pytest.approx(16 * int(t * FPS // 16) / FPS)
+            other = read_frame(path, max(t - 16 / FPS, 0) if t >= 16 / FPS else t + 16 / FPS,
+                               rule="keyframe", short_side=SHORT)
+            assert np.abs(fast.astype(int) - other).mean() > 4 * np.abs(fast.astype(int) - raw).mean()
+
+    # the Dataset reads the prepared folder by itself and gives the raw keyframe-rule items
+    for train in (False, True):
+        torch.manual_seed(3)
+        a = [AVClipDataset(out, "train", train=train, image_size=112)[k] for k in range(3)]
+        torch.manual_seed(3)
+        raw_set = AVClipDataset(src, "train", train=train, image_size=112, frame_rule="keyframe",
+                                decode_short_side=SHORT)
+        b = [raw_set[k] for k in range(3)]
+        for x, y in zip(a, b):
+            assert torch.allclose(x["audio"], y["audio"], atol=1e-4)
+            assert (x["image"] - y["image"]).abs().mean() < 0.05
+            assert x["label"] == y["label"]
+    assert AVClipDataset(out, "train", False, 112).media == "prepared"
+    assert AVClipDataset(out, "train", False, 112, media="raw").media == "raw"  # paths stay absolute
+
+
+def test_a_corrupt_clip_is_counted_and_named_while_the_others_are_prepared(tmp_path, clips, capsys):
+    corrupt = tmp_path / "corrupt.mp4"
+    corrupt.write_bytes(clips[0].read_bytes()[:20000])  # moov at the end: the cut file cannot open
+    src, out = tmp_path / "raw", tmp_path / "prepared"
+    _manifest(src, clips, corrupt=corrupt)
+    from avfusion.cli import main
+
+    assert main(["data", "cache", "--manifest", str(src), "--out", str(out), "--short-side", str(SHORT),
+                 "--clips-per-shard", "2", "--workers", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "prepared 3 of 4 clips, unreadable 1" in printed and "unreadable: broken" in printed
+    report = PreparedMedia(out).folder / "report.json"
+    import json
+
+    data = json.loads(report.read_text())
+    assert data["unreadable"] == 1 and data["prepared"] == 3
+    assert data["unreadable_clips"][0]["clip_id"] == "broken"
+    assert "corrupt.mp4" in data["unreadable_clips"][0]["file"] and "corrupt.mp4" in data["unreadable_clips"][0]["reason"]
+    ds = AVClipDataset(out, "train", train=False, image_size=64)
+    assert [r["clip_id"] for r in ds.rows] == ["c00", "c01", "c02"]
+    assert all(ds[k]["image"].shape == (3, 64, 64) for k in range(3))
+
+
+def test_prepare_resumes_after_kill_9_without_redoing_finished_shards(tmp_path, clips):
+    src, out = tmp_path / "raw", tmp_path / "prepared"
+    _manifest(src, clips * 4)  # 12 clips, one per shard
+    cmd = [sys.executable, "-m", "avfusion.cli", "data", "cache", "--manifest", str(src), "--out", str(out),
+           "--short-side", str(SHORT), "--clips-per-shard", "1"]
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    folder = out / "prepared"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(folder.glob("shard-*.json"))) < 2 and proc.poll() is None:
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = sorted(folder.glob("shard-*.json"))
+    assert 2 <= len(done) < 12, f"the kill should land mid-run ({len(done)} shards done)"
+    before = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in folder.glob("shard-*")}
+    report = cache_manifest(src, out, short_side=SHORT, clips_per_shard=1)
+    assert report["resumed_shards"] == len(done) and report["prepared_shards"] == 12 - len(done)
+    after = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in folder.glob("shard-*")}
+    assert all(after[name] == stamp for name, stamp in before.items() if name.replace(".tar", ".json") in
+               {d.name for d in done})  # finished shards untouched
+    assert len(after) == 24 and not list(folder.glob(".*tmp"))
+    ds = AVClipDataset(out, "train", train=False, image_size=64)
+    assert len(ds) == 12 and ds[11]["audio"].shape == (1, 128, 192)
