@@ -205,29 +205,112 @@ def launch_command(task, variant, config_file, command=None):
             "--config", config_file, "--out", run_dir(task, variant),
             "--job-name", f"avf-{SCALE}-{task}-{variant}"]
     for key, value in res.items():
-        args += ["--" + key.replace("_", "-"), str(value)]
+        args += [f"--{key.replace('_', '-')}", str(value)]
     return " ".join(shlex.quote(a) for a in args)
 
 
-JOB_CONFIG_HEADER = "# written by the Snakefile (workflow/rules/common.smk: job_config); edit the config files instead\n"
-
-
 def run_job(task, variant, cfg, log, command=None):
-    """Write <run>/job_config.yaml and run the job through avfusion.launch. A run folder left by a
-    different config (its checkpoint would be resumed) is moved aside to <run>.replaced-<time> first."""
-    import time
-    from avfusion.io import atomic_write_text
+    """Write <run>/job_config.yaml and run the job through avfusion.launch, in-process (the rules
+    run the same two steps as one shell command: `job_shell`). A run folder left by a different
+    config (its checkpoint would be resumed) is moved aside to <run>.replaced-<time> first."""
+    from avfusion.jobconfig import write_job_config
 
-    folder = Path(run_dir(task, variant))
-    config_file = folder / "job_config.yaml"
-    text = JOB_CONFIG_HEADER + yaml.safe_dump(cfg, sort_keys=False)
-    if config_file.is_file() and config_file.read_text() != text:
-        stale = folder.with_name(f"{folder.name}.replaced-{time.strftime('%Y%m%dT%H%M%S')}")
-        folder.rename(stale)
-        print(f"{folder}: the job config changed; the old run folder (and its checkpoint) moved to {stale}")
-    atomic_write_text(config_file, text)
+    config_file = Path(run_dir(task, variant)) / "job_config.yaml"
+    write_job_config(config_file.parent, cfg)
     Path(log).parent.mkdir(parents=True, exist_ok=True)
     shell(f"{launch_command(task, variant, str(config_file), command)} >> {shlex.quote(str(log))} 2>&1")
+
+
+def job_shell(task, variant, command=None):
+    """The heavy rules' shell command: write <run>/job_config.yaml (avfusion.jobconfig: the old run
+    folder is moved aside if the config changed), then avfusion.launch, appending to the log."""
+    import json
+
+    folder = run_dir(task, variant)
+    cfg = json.dumps(job_config(task, variant), separators=(",", ":"))
+    return (f"python -m avfusion.jobconfig {shlex.quote(folder)} {shlex.quote(cfg)} && "
+            f"{launch_command(task, variant, f'{folder}/job_config.yaml', command)}")
+
+
+# ----------------------------------------------------------------------------- scheduler resources
+def local_gpus():
+    """GPUs this machine gives the local executors (`local_gpus`: auto = torch.cuda.device_count())."""
+    if config["executor"] == "slurm":
+        return 0
+    if config["local_gpus"] == "auto":
+        import torch
+
+        return torch.cuda.device_count()
+    return int(config["local_gpus"])
+
+
+LOCAL_GPUS = local_gpus()
+
+
+def rule_resources(task):
+    """Snakemake `resources:` of a job: mem_mb and runtime from resources.<task>; gpus = the cards
+    the job holds *on this machine*: 1 for a local job that will run on CUDA (device auto or cuda,
+    when local_gpus > 0), else 0; a SLURM job holds its GPUs on the cluster (its count is passed to
+    sbatch). The profiles cap gpus (local: 1), so two local jobs never share one card."""
+    res = job_resources(task)
+    device = config["tasks"].get(task, {}).get("device", "auto")
+    gpus = 1 if LOCAL_GPUS > 0 and device in ("auto", "cuda") else 0
+    return {"mem_mb": int(round(res["mem_gb"] * 1024)), "runtime": int(res["time_min"]), "gpus": gpus}
+
+
+def downstream_resource(key):
+    return lambda wildcards: rule_resources(wildcards.task)[key]
+
+
+# ----------------------------------------------------------------------------- input functions
+def pretrain_inputs(wildcards):
+    name, _ = split_variant(wildcards.variant)
+    seed = split_seed(wildcards.variant)[1]
+    inputs = {"manifest": f"{manifest_dir(dataset_of('pretrain', wildcards.variant))}/manifest.csv"}
+    if needs_unimodal_runs(name):
+        inputs["init_image"] = f"{pretrain_run('mae_image', seed)}/metrics.json"
+        inputs["init_audio"] = f"{pretrain_run('mae_audio', seed)}/metrics.json"
+    return inputs
+
+
+def downstream_inputs(wildcards):
+    name, _ = split_variant(wildcards.variant)
+    kind = VARIANTS[name]["kind"]
+    if kind == "supervised" and wildcards.task != "separation":
+        raise WorkflowError(f"variant {name!r} (kind supervised) only has a separation run, not {wildcards.task}")
+    inputs = {}
+    if wildcards.task != "efficiency":
+        inputs["manifest"] = f"{manifest_dir(dataset_of(wildcards.task, wildcards.variant))}/manifest.csv"
+    if kind in ("avmae", "unimodal") and wildcards.task != "efficiency":
+        inputs["pretrain"] = f"{pretrain_run(name, split_seed(wildcards.variant)[1])}/metrics.json"
+    return inputs
+
+
+def alias_target(wildcards):
+    base, seed = split_seed(wildcards.variant)
+    name, dataset = split_variant(wildcards.variant)
+    target = VARIANTS[name]["alias_of"] + (f"@{dataset}" if dataset else "") + seed_folder(seed)
+    return f"{run_dir(wildcards.task, target)}/metrics.json"
+
+
+def copy_alias_metrics(source, target, log):
+    """alias_run: the aliased variant's metrics.json with provenance.alias_of = its run folder."""
+    import json
+    from avfusion.io import atomic_write_json
+
+    payload = json.loads(Path(source).read_text())
+    payload["provenance"]["alias_of"] = str(Path(source).parent)
+    atomic_write_json(target, payload)
+    Path(log).write_text(f"copied {source} -> {target}\n")
+
+
+def prepare_root(wildcards):
+    """`datasets.<name>.root` of a prepared dataset; empty -> a config error naming the key."""
+    root = config["datasets"][wildcards.dataset].get("root", "")
+    if not root:
+        raise WorkflowError(f"config error at 'datasets.{wildcards.dataset}.root': empty; "
+                            "give the dataset's root folder (see workflow/config/scales/paper.yaml)")
+    return root
 
 
 # ----------------------------------------------------------------------------- checks before any job

@@ -9,8 +9,9 @@ if TUXAV:
         output: f"{config['data_dir']}/{SCALE}/{{dataset}}/manifest.csv"
         wildcard_constraints: dataset="|".join(TUXAV)
         log: f"{config['data_dir']}/{SCALE}/{{dataset}}.log"
-        params: out=lambda w: manifest_dir(w.dataset), seed=config["seed"]
-        shell: "avfusion data make-tuxav --scale {SCALE} --seed {params.seed} --out {params.out} > {log} 2>&1"
+        params: out=lambda w: manifest_dir(w.dataset), seed=config["seed"], scale=SCALE
+        conda: "../../environment.yml"
+        shell: "avfusion data make-tuxav --scale {params.scale} --seed {params.seed} --out {params.out} > {log} 2>&1"
 
 
 if PREPARED:
@@ -22,9 +23,6 @@ if PREPARED:
         params:
             out=lambda w: manifest_dir(w.dataset),
             name=lambda w: config["datasets"][w.dataset]["name"],
-            root=lambda w: config["datasets"][w.dataset].get("root", ""),
-        run:
-            if not params.root:
-                raise WorkflowError(f"config error at 'datasets.{wildcards.dataset}.root': empty; "
-                                    "give the dataset's root folder (see workflow/config/scales/paper.yaml)")
-            shell("avfusion data prepare {params.name} --root {params.root:q} --out {params.out} > {log} 2>&1")
+            root=prepare_root,   # an empty root fails when the DAG is built, naming the key
+        conda: "../../environment.yml"
+        shell: "avfusion data prepare {params.name} --root {params.root:q} --out {params.out} > {log} 2>&1"

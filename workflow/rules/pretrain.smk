@@ -1,15 +1,6 @@
 # AV-MAE pretraining of every avmae variant, and the unimodal MAEs (Table 3 rows; at tiny/smoke
 # also the branch init of every avmae variant: results/runs/<scale>/pretrain/mae_{image,audio}).
-
-
-def pretrain_inputs(wildcards):
-    name, _ = split_variant(wildcards.variant)
-    seed = split_seed(wildcards.variant)[1]
-    inputs = {"manifest": f"{manifest_dir(dataset_of('pretrain', wildcards.variant))}/manifest.csv"}
-    if needs_unimodal_runs(name):
-        inputs["init_image"] = f"{pretrain_run('mae_image', seed)}/metrics.json"
-        inputs["init_audio"] = f"{pretrain_run('mae_audio', seed)}/metrics.json"
-    return inputs
+# Input functions, job commands and resources: common.smk.
 
 
 rule pretrain:
@@ -18,6 +9,9 @@ rule pretrain:
     output: f"{RUNS}/pretrain/{{variant}}/metrics.json"
     wildcard_constraints: variant=pretrain_regex()
     log: f"{RUNS}/pretrain/{{variant}}/launch.log"
-    params: cfg=lambda w: job_config("pretrain", w.variant)
+    benchmark: f"{RUNS}/pretrain/{{variant}}/benchmark.tsv"
+    params: job=lambda w: job_shell("pretrain", w.variant)
     threads: job_threads("pretrain")
-    run: run_job("pretrain", wildcards.variant, params.cfg, log[0])
+    resources: **rule_resources("pretrain")
+    conda: "../../environment.yml"
+    shell: "{params.job} >> {log:q} 2>&1"
