@@ -4,7 +4,7 @@ Each command module defines `add_arguments(parser)` and `main(args) -> int`; it 
 when its command runs, so `avfusion --help` stays fast.
 
     avfusion model-summary --preset deepavfusion-vggsound
-    avfusion pretrain --config workflow/config/scales/tiny.yaml --set optim.epochs=2 --out runs/x
+    avfusion pretrain --config avfusion/tasks/examples/pretrain.yaml --set optim.epochs=2 --out runs/pretrain/x
 
 Errors are one line, `error: <file or key>: <problem>`, with an exit code: 1 config (also a run
 folder in use or a checkpoint of another config), 2 usage, 3 data (media, manifests, files, disk,

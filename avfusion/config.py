@@ -6,7 +6,8 @@ overrides, and builds the dataclass. Any unknown key, wrong type or value outsid
 raises `ConfigError` naming the full dotted key and what was accepted, before any work starts.
 Numbers follow YAML 1.2 (`010` is 10, `1e-3` is a float; PyYAML's YAML 1.1 reads 8 and a string).
 
-    cfg = load_config(PretrainConfig, ["workflow/config/scales/tiny.yaml"], ["optim.epochs=3"])
+    from avfusion.tasks.pretrain import Config as PretrainConfig
+    cfg = load_config(PretrainConfig, ["avfusion/tasks/examples/pretrain.yaml"], ["optim.epochs=3"])
 """
 from __future__ import annotations
 

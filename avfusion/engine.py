@@ -61,7 +61,7 @@ from .io import atomic_torch_save
 from .optim import OptimConfig, build_optimizer, param_groups as default_param_groups, set_lr
 from .progress import CSVLog, Progress
 
-__all__ = ["OptimConfig", "train", "TrainResult", "checkpoint_path", "load_checkpoint",
+__all__ = ["OptimConfig", "train", "TrainResult", "checkpoint_path", "resolve_checkpoint", "load_checkpoint",
            "resolve_device", "unwrap", "seed_everything", "move_to_device"]
 
 LossFn = Callable[[torch.nn.Module, Any], tuple[torch.Tensor, dict]]
@@ -82,13 +82,20 @@ def checkpoint_path(out_dir: str | Path) -> Path:
     return Path(out_dir) / "checkpoints" / "checkpoint_latest.pth"
 
 
-def load_checkpoint(path: str | Path) -> dict:
+def resolve_checkpoint(path: str | Path, key: str | None = None) -> Path:
+    """A run folder (-> its checkpoints/checkpoint_latest.pth) or a checkpoint file; the error names
+    the path and, given `key`, the config key it came from."""
     path = Path(path)
     if path.is_dir():
         path = checkpoint_path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    return torch.load(path, map_location="cpu", weights_only=False)
+        where = f"config key '{key}': " if key else ""
+        raise FileNotFoundError(f"{where}checkpoint not found: {path}")
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    return torch.load(resolve_checkpoint(path), map_location="cpu", weights_only=False)
 
 
 def resolve_device(name: str = "auto") -> torch.device:

@@ -3,9 +3,13 @@
 Every heavy Snakemake rule calls this entry point, waits for the job, and fails with the job's
 error if the job failed:
 
+    python -m avfusion.launch --executor debug --task efficiency \
+        --config avfusion/tasks/examples/efficiency.yaml --out runs/efficiency/x
     python -m avfusion.launch --executor slurm --task pretrain \
-        --config results/configs/tiny/pretrain/deepavfusion.yaml --out results/runs/tiny/pretrain/deepavfusion \
+        --config results/runs/tiny/pretrain/deepavfusion/job_config.yaml --out results/runs/tiny/pretrain/deepavfusion \
         --partition gpu --account mylab --gpus 1 --cpus 8 --mem-gb 60 --time-min 1440
+
+(the DAG writes each job's config to <run folder>/job_config.yaml: avfusion/runs.py, Plan.job_config)
 
 - A run folder that already holds `metrics.json` is finished: nothing is submitted.
 - A SLURM job recorded in `<out>/submitit/launch.json` that is still queued or running is

@@ -1,4 +1,4 @@
-"""Dense multi-clip evaluation (avfusion/data/dense.py) on real media: window starts, frames, clip averaging."""
+"""Dense multi-clip evaluation (avfusion/data/dense_eval.py) on real media: window starts, frames, clip averaging."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,7 +8,7 @@ from torch.utils.data import DataLoader
 
 from avfusion import audio as audio_lib
 from avfusion import transforms
-from avfusion.data.dense import DenseClipDataset, dense_starts, predict_dense
+from avfusion.data.dense_eval import DenseClipDataset, dense_starts, predict_dense
 from avfusion.data.manifest import write_manifest
 from avfusion.media import MediaError, read_audio, read_frame
 from avfusion.models.classifier import AVClassifier

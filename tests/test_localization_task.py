@@ -14,7 +14,8 @@ from avfusion.cli import main as cli_main
 from avfusion.metrics.localization import ciou
 from avfusion.tasks.localization import MismatchedAudio, gaussian_prior, mismatched_partners
 
-SMOKE = ["data.image_size=64", "optim.batch_size=8", "optim.lr=0.001", "optim.warmup_epochs=1",
+# model: a job refuses a config without one (it used to default to this preset in these three tasks)
+SMOKE = ["model.preset=deepavfusion-smoke", "data.image_size=64", "optim.batch_size=8", "optim.lr=0.001", "optim.warmup_epochs=1",
          "optim.schedule=constant", "device=cpu", "data.eval_batch_size=12", "data.eval_split=val+test"]
 
 

@@ -92,7 +92,7 @@ def test_smoke_pretraining_loss_falls_and_knn_curve_is_written(smoke_manifest, t
     from avfusion.tasks import knn_probe
 
     probe_cfg = load_job_config(knn_probe.Config, [], [
-        f"checkpoint={tmp_path}", "model.preset=deepavfusion-smoke", f"data.manifest={smoke_manifest}",
+        f"init.checkpoint={tmp_path}", "model.preset=deepavfusion-smoke", f"data.manifest={smoke_manifest}",
         "data.split=train", "data.image_size=64", "data.batch_size=12", "device=cpu"])
     probe = knn_probe.run(probe_cfg, tmp_path / "probe")
     for col in ("acc_audio", "acc_image", "acc_fusion", "acc_all"):

@@ -14,7 +14,8 @@ from avfusion.cli import main as cli_main
 from avfusion.config import ConfigError, load_config
 from avfusion.tasks.segmentation import Config
 
-SMOKE = ["data.image_size=64", "optim.batch_size=8", "optim.lr=0.002", "optim.warmup_epochs=1",
+# model: a job refuses a config without one (it used to default to this preset in these three tasks)
+SMOKE = ["model.preset=deepavfusion-smoke", "data.image_size=64", "optim.batch_size=8", "optim.lr=0.002", "optim.warmup_epochs=1",
          "optim.layer_decay=1.0", "decoder_min_width=16", "device=cpu", "data.eval_batch_size=8"]
 
 
@@ -52,7 +53,8 @@ def test_num_classes_two_is_rejected_with_the_key():
 
 
 def test_image_size_must_match_the_encoder(tuxav, tmp_path):
-    cfg = load_config(Config, [], [f"data.manifest={tuxav}", "data.image_size=96", "device=cpu"])
+    cfg = load_config(Config, [], [f"data.manifest={tuxav}", "model.preset=deepavfusion-smoke", "data.image_size=96",
+                                   "device=cpu"])
     from avfusion.tasks.segmentation import run
 
     with pytest.raises(ConfigError, match="data.image_size"):
@@ -61,7 +63,7 @@ def test_image_size_must_match_the_encoder(tuxav, tmp_path):
 
 def test_init_checkpoint_loads_encoder_strictly_and_freezes(tmp_path):
     from avfusion.models.registry import build_encoder
-    from avfusion.tasks.dense_common import InitConfig, build_task_encoder
+    from avfusion.tasks.common import InitConfig, build_task_encoder
 
     source = build_encoder({"preset": "deepavfusion-smoke"})
     state = {f"encoder.{k}": v for k, v in source.state_dict().items()}

@@ -33,7 +33,8 @@ import torch.nn.functional as F
 from avfusion.cli import main as cli_main
 from avfusion.tasks.separation import mask_loss
 
-SMOKE = ["data.image_size=64", "optim.batch_size=4", "optim.lr=0.001", "device=cpu",
+# model: a job refuses a config without one (it used to default to this preset in these three tasks)
+SMOKE = ["model.preset=deepavfusion-smoke", "data.image_size=64", "optim.batch_size=4", "optim.lr=0.001", "device=cpu",
          "data.eval_batch_size=6", "decoder_width=32", "optim.max_steps_per_epoch=3"]
 
 
@@ -164,7 +165,7 @@ def test_separation_beats_the_mixture_when_the_frame_identifies_the_source(tiny_
     carries the source's identity. On tuxav's own scene frames it does not (module docstring): there the
     visual branch does not recognise the sounding class at CPU budgets (image-only probe at chance)."""
     torch.set_num_threads(1)
-    m = run_cli([f"data.manifest={tiny_with_class_frames}", "data.image_size=64", "device=cpu",
+    m = run_cli([f"data.manifest={tiny_with_class_frames}", "model.preset=deepavfusion-smoke", "data.image_size=64", "device=cpu",
                  "decoder_width=64", "loss=power_weighted_bce", "optim.lr=0.003", "optim.batch_size=16",
                  "optim.epochs=4", "optim.max_steps_per_epoch=75", "data.eval_batch_size=32", "n_examples=0"],
                 tmp_path)

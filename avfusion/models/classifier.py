@@ -19,6 +19,15 @@ from torch import nn
 HEAD_NAMES = ("image", "audio", "fusion")
 
 
+def check_heads(heads: list[str]) -> None:
+    """A job's `heads:` key: distinct names from HEAD_NAMES, at least one (ConfigError otherwise)."""
+    from ..config import ConfigError
+
+    bad = [h for h in heads if h not in HEAD_NAMES]
+    if bad or not heads or len(set(heads)) != len(heads):
+        raise ConfigError(f"config key 'heads': {heads} must be distinct names from {list(HEAD_NAMES)}")
+
+
 def pool_features(encoder_out) -> dict[str, torch.Tensor]:
     """EncoderOutput (image (B,Nv,D), audio (B,Na,D), fusion (B,F,D)) -> mean over tokens, {name: (B,D)}."""
     return {name: getattr(encoder_out, name).mean(dim=1) if getattr(encoder_out, name).shape[1] > 0 else None

@@ -1,12 +1,16 @@
-"""What every job shares: the CLI arguments and the config -> run -> metrics.json contract.
+"""The job contract every task shares: the config header, the encoder, the CLI and metrics.json.
 
-Every task module defines a dataclass `Config` and `run(cfg, out_dir) -> dict` (flat metrics);
-its CLI is then just:
+Every task module defines a dataclass `Config(JobConfig)` and `run(cfg, out_dir) -> dict` (flat
+metrics); its CLI is then just:
 
     def add_arguments(parser): add_job_arguments(parser)
     def main(args): return job_main(args, Config, run)
 
     avfusion <task> --config FILE [--config FILE2] [--set key=value ...] --out DIR [--fresh]
+
+and `run` reads like: `device = start_job(cfg)`, build the model (`build_task_encoder`), `engine.train`,
+evaluate, `write_job_metrics(out_dir, cfg, metrics, t0)`. Tasks import from here, never from a
+sibling task (the dense-prediction tasks also share `dense_prediction.py`).
 
 The run folder is held by one process at a time (`avfusion.runlock`); a folder holding a
 checkpoint is resumed only with the config it was made with (`avfusion.engine`), `--fresh` moves
@@ -19,12 +23,162 @@ import argparse
 import os
 import shutil
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
+import torch
+from torch import nn
+from torch.utils.data import ConcatDataset, DataLoader
+
+from .. import distributed as dist_utils
 from ..config import ConfigError, from_dict, load_yaml, merge, parse_overrides
+from ..engine import resolve_checkpoint, resolve_device, seed_everything
+
+__all__ = ["JobConfig", "InitConfig", "DataConfig", "TrainEvalDataConfig", "ClassificationDataConfig",
+           "validate_model_section", "resolve_checkpoint", "build_task_encoder", "start_job",
+           "write_job_metrics", "eval_dataset", "clip_dataset", "predict", "add_job_arguments",
+           "build_job_config", "load_job_config", "check_job_config", "job_main"]
 
 
+# ----------------------------------------------------------------------------- configs
+@dataclass
+class InitConfig:
+    checkpoint: str = ""          # pretraining run folder or checkpoint file ('' = random encoder)
+
+
+@dataclass
+class JobConfig:
+    """The header of every job config. `model` is required: `{preset: NAME, ...overrides}` or a
+    full model dict (avfusion.models.registry); an empty one is refused at load time."""
+    seed: int = 0
+    scale: str = "smoke"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    model: dict[str, Any] = field(default_factory=dict)
+    init: InitConfig = field(default_factory=InitConfig)
+
+    def validate(self) -> None:
+        validate_model_section(self.model)
+
+
+@dataclass
+class DataConfig:
+    """Every job that reads a manifest."""
+    manifest: str = ""            # folder with manifest.csv (+ classes.txt, pairs.csv, masks as the task needs)
+    image_size: int = 224         # must match the encoder's image input (build_task_encoder checks)
+    workers: int = 0
+
+
+@dataclass
+class TrainEvalDataConfig(DataConfig):
+    """A job that trains on one split and evaluates on another."""
+    train_split: str = "train"    # 'a+b' joins splits
+    eval_split: str = "test"      # several splits joined by '+', e.g. "val+test"
+    eval_batch_size: int = 16
+
+
+@dataclass
+class ClassificationDataConfig(TrainEvalDataConfig):
+    """Clip classification (linear probe, fine-tuning): single- or multi-label."""
+    eval_batch_size: int = 64
+    multilabel: bool = False
+
+
+def validate_model_section(model: dict) -> None:
+    """Resolve `model:` at config time so a bad preset, key or type fails first, naming `model.<key>`."""
+    from ..models.registry import resolve
+
+    if not model:
+        raise ConfigError("config key 'model': empty; set model.preset (e.g. deepavfusion-tiny) or a full model dict")
+    resolve(dict(model))
+
+
+# ----------------------------------------------------------------------------- encoder
+def build_task_encoder(model_section: dict, init: InitConfig, image_size: int, freeze: bool) -> nn.Module:
+    """Registry encoder of `model_section`; `init.checkpoint` (run folder or file) loads `encoder.*`
+    strictly ('' = random init); `image_size` must be the encoder's image input; frozen -> no grads."""
+    from ..models.checkpoint import load_encoder_from_checkpoint
+    from ..models.registry import build_encoder
+
+    encoder = build_encoder(dict(model_section))
+    image_branch = getattr(encoder, "image", None)
+    expected = tuple(getattr(image_branch, "input_size", (image_size, image_size)))
+    if expected != (image_size, image_size):
+        grid, patch = tuple(encoder.image_grid), getattr(image_branch, "patch_size", None)
+        raise ConfigError(f"config key 'data.image_size': {image_size} does not match the encoder's image "
+                          f"input {list(expected)} (grid {grid}, patch {patch}); set data.image_size={expected[0]}")
+    if init.checkpoint:
+        path = resolve_checkpoint(init.checkpoint, key="init.checkpoint")
+        load_encoder_from_checkpoint(encoder, str(path))
+        print(f"init.checkpoint: loaded encoder.* from {path}")
+    if freeze:
+        for p in encoder.parameters():
+            p.requires_grad_(False)
+    return encoder
+
+
+# ----------------------------------------------------------------------------- start / finish
+def start_job(cfg: JobConfig) -> torch.device:
+    """Seed, pick the device, join the process group (a no-op unless WORLD_SIZE > 1)."""
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    dist_utils.init_distributed(device.type)
+    return device
+
+
+def write_job_metrics(out_dir: Path, cfg: JobConfig, metrics: dict, t0: float, **provenance) -> dict:
+    """metrics.json (main process only) with the config, scale, seed, manifest hash and wall time since `t0`."""
+    from ..provenance import write_metrics
+
+    if dist_utils.is_main_process():
+        data = getattr(cfg, "data", None)
+        if data is not None:
+            provenance["manifest"] = Path(data.manifest) / "manifest.csv"
+        write_metrics(out_dir, metrics, cfg=cfg, scale=cfg.scale, seed=cfg.seed,
+                      wall_s=time.perf_counter() - t0, **provenance)
+    return metrics
+
+
+# ----------------------------------------------------------------------------- data
+def eval_dataset(make: Callable[[str], Any], eval_split: str):
+    """`make(split)` for each '+'-joined split of `eval_split`, concatenated in that order."""
+    splits = [s for s in eval_split.split("+") if s]
+    if not splits:
+        raise ConfigError(f"config key 'data.eval_split': no split in {eval_split!r}")
+    sets = [make(split) for split in splits]
+    return sets[0] if len(sets) == 1 else ConcatDataset(sets)
+
+
+def clip_dataset(data: ClassificationDataConfig, splits: str, train: bool):
+    """AVClipDataset of one split, or of several joined by '+' ('val+test'), with `.classes`, `.rows`."""
+    from ..data.datasets import AVClipDataset
+
+    parts = [AVClipDataset(data.manifest, split, train=train, image_size=data.image_size,
+                           multilabel=data.multilabel) for split in splits.split("+")]
+    if len(parts) == 1:
+        return parts[0]
+    merged = ConcatDataset(parts)
+    merged.classes, merged.split = parts[0].classes, splits
+    merged.rows = [row for part in parts for row in part.rows]
+    merged.label_index, merged.label_multihot = parts[0].label_index, parts[0].label_multihot
+    return merged
+
+
+@torch.no_grad()
+def predict(forward, loader: DataLoader, device) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Run `forward(batch) -> {head: logits (B, C)}` over `loader` -> ({head: (N, C)}, labels) on CPU."""
+    logits: dict[str, list] = {}
+    labels = []
+    for batch in loader:
+        batch = {k: ({h: t.to(device) for h, t in v.items()} if isinstance(v, dict) else v.to(device))
+                 for k, v in batch.items()}
+        for head, value in forward(batch).items():
+            logits.setdefault(head, []).append(value.float().cpu())
+        labels.append(batch["label"].cpu())
+    return {h: torch.cat(v) for h, v in logits.items()}, torch.cat(labels)
+
+
+# ----------------------------------------------------------------------------- CLI
 def add_job_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", action="append", default=[], metavar="FILE",
                         help="YAML config; several are merged left to right")

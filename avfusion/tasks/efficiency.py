@@ -30,27 +30,22 @@ import platform
 import statistics
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal
 
 import torch
 
 from ..config import ConfigError
-from ..engine import resolve_device, seed_everything
 from ..progress import CSVLog, Progress
-from ..provenance import write_metrics
-from .common import add_job_arguments, job_main
+from .common import JobConfig, add_job_arguments, job_main, start_job, write_job_metrics
 
 GIB = float(1 << 30)
 
 
 @dataclass
-class Config:
-    seed: int = 0
-    scale: str = "smoke"
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    model: dict[str, Any] = field(default_factory=lambda: {"preset": "deepavfusion-smoke"})
+class Config(JobConfig):
+    """`model:` required; `init` is unused (random weights: they do not change the cost)."""
     batch_size: int = 2
     warmup: int = 2               # untimed forwards (the first also compiles with `compile`)
     iters: int = 5                # timed forwards; the median is reported
@@ -65,6 +60,7 @@ class Config:
                 raise ConfigError(f"config key '{key}': must be >= 1, got {getattr(self, key)}")
         if self.warmup < 0 or self.threads < 0:
             raise ConfigError(f"config keys 'warmup'/'threads': must be >= 0, got {self.warmup}/{self.threads}")
+        super().validate()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -224,8 +220,7 @@ def measure_memory_and_flops(encoder, runner, image, audio, device: torch.device
 def run(cfg: Config, out_dir: Path) -> dict:
     cfg.validate()
     wall_start = time.perf_counter()
-    seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
+    device = start_job(cfg)
     if cfg.threads and device.type == "cpu":
         torch.set_num_threads(cfg.threads)
     out_dir = Path(out_dir)
@@ -258,9 +253,7 @@ def run(cfg: Config, out_dir: Path) -> dict:
                    compiled=cfg.compile, n_image_tokens=int(encoder.image_grid[0] * encoder.image_grid[1]),
                    n_audio_tokens=int(encoder.audio_grid[0] * encoder.audio_grid[1]),
                    model_family=model_dict["family"])
-    write_metrics(out_dir, metrics, cfg=cfg, scale=cfg.scale, seed=cfg.seed,
-                  wall_s=time.perf_counter() - wall_start, machine=machine_description(device))
-    return metrics
+    return write_job_metrics(out_dir, cfg, metrics, wall_start, machine=machine_description(device))
 
 
 def add_arguments(parser) -> None:

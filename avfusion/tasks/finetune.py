@@ -1,8 +1,7 @@
 """End-to-end fine-tuning for audio-visual classification (spec 4.2).
 
     avfusion data make-tuxav --scale smoke --out data/tuxav-smoke
-    avfusion finetune --set data.manifest=data/tuxav-smoke --set model.preset=deepavfusion-smoke
-        --set data.image_size=64 --set optim.epochs=1 --set optim.warmup_epochs=0
+    avfusion finetune --config avfusion/tasks/examples/finetune.yaml --set data.manifest=data/tuxav-smoke \
         --set init.checkpoint=runs/pretrain/x --out DIR
     (the workflow writes the job's config file from the scale's `tasks.finetune` section;
     `--set dense_eval.enabled=false` skips the final 10-clip evaluation)
@@ -16,7 +15,7 @@
   recipe `paper` (Appendix A.1): Adam, lr 1e-4, batch 128, 50 epochs, none of the extras.
 - evaluation: one deterministic clip per video on `data.eval_split` (the official periodic eval),
   optionally every `eval_every` epochs into `eval.csv`; then, after training, the official final
-  "dense" evaluation (`dense_eval`, avfusion/data/dense.py): n_clips = 10 windows of 3 s spread over
+  "dense" evaluation (`dense_eval`, avfusion/data/dense_eval.py): n_clips = 10 windows of 3 s spread over
   span_s = 10 s of each video, logits averaged over the clips per head (as the official), on by default.
   On 3 s clips (the tuxav benchmark) all windows coincide: one decode and one forward per video, and
   the dense metrics equal the single-clip ones (without the gain quirk).
@@ -32,7 +31,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -40,14 +39,13 @@ from torch.utils.data import DataLoader
 
 from .. import distributed as dist_utils
 from ..config import ConfigError, merge
-from ..engine import OptimConfig, resolve_device, seed_everything, train
+from ..engine import OptimConfig, train
 from ..metrics.classification import chance_accuracy, head_metrics
 from ..mixup import AVMixup, smooth_targets
-from ..models.classifier import HEAD_NAMES, AVClassifier
+from ..models.classifier import HEAD_NAMES, AVClassifier, check_heads
 from ..progress import CSVLog
-from .common import add_job_arguments, job_main
-from .linprobe import DataConfig, InitConfig, build_encoder_from_config, clip_dataset, predict
-from .pretrain import validate_model_section
+from .common import (ClassificationDataConfig, JobConfig, add_job_arguments, build_task_encoder, clip_dataset,
+                     eval_dataset, job_main, predict, start_job, validate_model_section, write_job_metrics)
 
 RECIPES = {
     "code": {"optim": {"optimizer": "adamw", "blr": 3e-4, "betas": [0.9, 0.999], "weight_decay": 0.05,
@@ -63,7 +61,7 @@ RECIPES = {
 
 @dataclass
 class DenseEvalConfig:
-    """Final multi-clip evaluation (official DenseVideoDataset): see avfusion/data/dense.py."""
+    """Final multi-clip evaluation (official DenseVideoDataset): see avfusion/data/dense_eval.py."""
     enabled: bool = True
     n_clips: int = 10           # official dense_n
     span_s: float = 10.0        # official dense_span (seconds)
@@ -82,14 +80,9 @@ class DenseEvalConfig:
 
 
 @dataclass
-class Config:
+class Config(JobConfig):
     recipe: str = "code"
-    seed: int = 0
-    scale: str = "smoke"
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    model: dict[str, Any] = field(default_factory=dict)   # {preset: NAME, ...overrides}
-    init: InitConfig = field(default_factory=InitConfig)
-    data: DataConfig = field(default_factory=DataConfig)
+    data: ClassificationDataConfig = field(default_factory=ClassificationDataConfig)
     heads: list[str] = field(default_factory=lambda: list(HEAD_NAMES))
     mixup: float = 1.0                  # Beta(alpha, alpha); 0 = off
     mixup_prob: float = 1.0
@@ -103,9 +96,7 @@ class Config:
         blr=3e-4, betas=(0.9, 0.999), layer_decay=0.75))
 
     def validate(self) -> None:
-        bad = [h for h in self.heads if h not in HEAD_NAMES]
-        if bad or not self.heads or len(set(self.heads)) != len(self.heads):
-            raise ConfigError(f"config key 'heads': {self.heads} must be distinct names from {list(HEAD_NAMES)}")
+        check_heads(self.heads)
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(f"config key 'label_smoothing': {self.label_smoothing} must be in [0, 1)")
         validate_model_section(self.model_dict())
@@ -140,14 +131,10 @@ def finetune_loss(logits: torch.Tensor, target: torch.Tensor, class_freq: torch.
 
 
 def run(cfg: Config, out_dir: Path) -> dict:
-    from ..provenance import write_metrics
-
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
-    seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
-    dist_utils.init_distributed(device.type)                 # no-op unless WORLD_SIZE > 1
-    encoder = build_encoder_from_config(cfg.model_dict(), cfg.init.checkpoint)
+    device = start_job(cfg)
+    encoder = build_task_encoder(cfg.model_dict(), cfg.init, cfg.data.image_size, freeze=False)
     train_set = clip_dataset(cfg.data, cfg.data.train_split, train=True)
     eval_set = clip_dataset(cfg.data, cfg.data.eval_split, train=False)
     num_classes = len(train_set.classes)
@@ -194,16 +181,12 @@ def run(cfg: Config, out_dir: Path) -> dict:
     metrics.update(loss=result.history[-1]["loss"], n_train=len(train_set), n_eval=len(eval_set))
     if cfg.dense_eval.enabled:
         metrics.update(dense_evaluate(net, cfg, device))
-    if dist_utils.is_main_process():
-        write_metrics(out_dir, metrics, cfg=cfg, scale=cfg.scale, seed=cfg.seed,
-                      manifest=Path(cfg.data.manifest) / "manifest.csv", wall_s=time.perf_counter() - t0)
-    return metrics
+    return write_job_metrics(out_dir, cfg, metrics, t0)
 
 
 def dense_dataset(cfg: Config):
     """DenseClipDataset of `data.eval_split` ('a+b' joins splits; each split its own gain seed)."""
-    from ..data.dense import DenseClipDataset
-    from .dense_common import eval_dataset
+    from ..data.dense_eval import DenseClipDataset
 
     d, splits = cfg.dense_eval, cfg.data.eval_split.split("+")
     return eval_dataset(lambda split: DenseClipDataset(
@@ -213,7 +196,7 @@ def dense_dataset(cfg: Config):
 
 def dense_evaluate(net, cfg: Config, device) -> dict:
     """The official final evaluation: logits averaged over n_clips windows per video -> `dense_*` metrics."""
-    from ..data.dense import predict_dense
+    from ..data.dense_eval import predict_dense
 
     dataset = dense_dataset(cfg)
     videos_per_batch = cfg.dense_eval.batch_size or max(cfg.data.eval_batch_size // 4, 1)

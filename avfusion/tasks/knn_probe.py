@@ -1,164 +1,48 @@
-"""Leave-one-out 1-NN probe of an encoder's audio / image / fusion features (spec 3.3, Figure 3).
+"""`avfusion knn-probe`: the leave-one-out 1-NN probe (avfusion/metrics/knn.py) of a checkpoint.
 
-    avfusion knn-probe --config workflow/config/scales/smoke.yaml --set checkpoint=runs/pretrain/x --out DIR
+    avfusion knn-probe --config avfusion/tasks/examples/knn_probe.yaml --set data.manifest=data/tuxav-smoke \
+        --set init.checkpoint=runs/pretrain/x --out DIR
 
-Features: the encoder without masking; mean over the image / audio / all fusion tokens (each after
-its final norm), L2-normalised, gathered over ranks. Each sample is classified by the label of its
-most cosine-similar *other* sample (official: the 2nd of the top-2, i.e. the same unless there are
-exact ties); "all" uses the sum of the per-modality similarity matrices. Single-label: top-1
-accuracy (%). Multi-label: AP/AUC of neighbour-label x similarity over seen classes (%).
-Evaluation is deterministic (eval transforms, every clip of the split once).
+- `model:` the model config the checkpoint was trained with; `init.checkpoint`: a pretraining run
+  folder or checkpoint file ('' probes the random init).
+- metrics.json: knn_acc_audio, knn_acc_image, knn_acc_fusion, knn_acc_all (or knn_map_*/knn_auc_*
+  with `data.multilabel`), n_clips.
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
 
-import torch
-import torch.nn.functional as F
-from torch.utils.data import DataLoader, Subset
-
-from .. import distributed as dist_utils
-from ..metrics.classification import multilabel_map_auc
-from ..progress import Progress
-from .common import add_job_arguments, job_main
-
-MODALITIES = ("audio", "image", "fusion")
+from ..metrics.knn import MODALITIES, extract_features, knn_loo, knn_probe  # noqa: F401  (the probe's API)
+from .common import DataConfig, JobConfig, add_job_arguments, build_task_encoder, job_main, start_job, write_job_metrics
 
 
-@torch.no_grad()
-def extract_features(encoder: torch.nn.Module, dataset, batch_size: int, device, workers: int = 0,
-                     normalize: bool = True, desc: str = "knn features"
-                     ) -> tuple[dict[str, torch.Tensor | None], torch.Tensor]:
-    """Every item of `dataset` once, sharded over ranks -> ({modality: (N, D) mean-pooled rows, L2-normalised
-    if `normalize`; None when the encoder has no such tokens}, labels) in dataset order."""
-    was_training = encoder.training
-    encoder.eval()
-    n, rank, world = len(dataset), dist_utils.get_rank(), dist_utils.get_world_size()
-    per_rank = -(-n // world)
-    ids = list(range(rank, n, world))
-    ids += [ids[-1] if ids else 0] * (per_rank - len(ids))           # equal shards for all_gather
-    loader = DataLoader(Subset(dataset, ids), batch_size=batch_size, shuffle=False, num_workers=workers)
-    feats: dict[str, list] = {m: [] for m in MODALITIES}
-    labels = []
-    progress = Progress(total=len(loader), desc=desc, every=max(1, len(loader) // 4))
-    for batch in loader:
-        out = encoder(batch["image"].to(device), batch["audio"].to(device))
-        for m in MODALITIES:
-            tokens = getattr(out, m)                                 # (B, N_m, D)
-            feats[m].append(tokens.float().mean(dim=1) if tokens.shape[1] > 0 else None)
-        labels.append(batch["label"].to(device))
-        progress.update()
-    encoder.train(was_training)
-
-    def gather(x: torch.Tensor) -> torch.Tensor:
-        x = dist_utils.all_gather_cat(x)                             # (world * per_rank, ...)
-        x = x.reshape(world, per_rank, *x.shape[1:]).transpose(0, 1)  # (per_rank, world, ...): item r + j*world
-        return x.reshape(world * per_rank, *x.shape[2:])[:n]        # (N, ...) in dataset order
-
-    def finish(parts: list) -> torch.Tensor | None:
-        if any(p is None for p in parts):
-            return None
-        x = torch.cat(parts)                                         # (per_rank, D)
-        return gather(F.normalize(x, p=2, dim=1) if normalize else x)
-
-    out_feats = {m: finish(parts) for m, parts in feats.items()}
-    return out_feats, gather(torch.cat(labels))
-
-
-@torch.no_grad()
-def knn_loo(features: dict[str, torch.Tensor | None], labels: torch.Tensor, chunk: int = 256) -> dict[str, float]:
-    """Leave-one-out 1-NN: {acc_<m>} (single-label, labels (N,)) or {map_<m>, auc_<m>} (multi-hot (N, C))."""
-    present = [m for m in MODALITIES if features.get(m) is not None]
-    if not present:
-        raise ValueError("knn probe: no modality has features")
-    n = labels.shape[0]
-    if n < 2:
-        raise ValueError(f"knn probe: needs at least 2 samples, got {n}")
-    multilabel = labels.ndim == 2
-    preds: dict[str, list] = {m: [] for m in [*present, "all"]}
-    for start in range(0, n, chunk):
-        rows = torch.arange(start, min(start + chunk, n), device=labels.device)
-        sims = {m: features[m][rows] @ features[m].T for m in present}  # (q, N) cosine similarities
-        sims["all"] = torch.stack([sims[m] for m in present]).sum(0)
-        for m, sim in sims.items():
-            sim = sim.clone()
-            sim[torch.arange(len(rows)), rows] = float("-inf")        # leave the sample itself out
-            score, nn_idx = sim.max(dim=1)                             # (q,)
-            preds[m].append((labels[nn_idx], score))
-    out = {}
-    for m, parts in preds.items():
-        pred_labels = torch.cat([p for p, _ in parts])
-        if multilabel:
-            scores = torch.cat([p.float() * s[:, None] for p, s in parts])  # (N, C)
-            stats = multilabel_map_auc(scores, labels)
-            out[f"map_{m}"], out[f"auc_{m}"] = stats["map"], stats["auc"]
-        else:
-            out[f"acc_{m}"] = float((pred_labels == labels).float().mean().item() * 100.0)
-    return out
-
-
-def knn_probe(encoder: torch.nn.Module, dataset, batch_size: int, device, workers: int = 0) -> dict[str, float]:
-    """Extract features of `dataset` and run the leave-one-out 1-NN probe."""
-    feats, labels = extract_features(encoder, dataset, batch_size, device, workers)
-    if labels.ndim == 1 and (labels < 0).any():
-        raise ValueError(f"knn probe: {(labels < 0).sum().item()} clips of the probe split have no label")
-    return knn_loo(feats, labels)
-
-
-# ----------------------------------------------------------------------------- job
 @dataclass
-class DataConfig:
-    manifest: str = ""
+class ProbeDataConfig(DataConfig):
     split: str = "test"
-    image_size: int = 224
     batch_size: int = 32
-    workers: int = 0
     multilabel: bool = False
 
 
 @dataclass
-class Config:
-    """Probe a checkpoint (a pretraining run folder or file) with the model config it was trained with."""
-    checkpoint: str = ""
-    seed: int = 0
-    scale: str = "smoke"
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    model: dict[str, Any] = field(default_factory=dict)   # {preset: NAME, ...overrides}
-    data: DataConfig = field(default_factory=DataConfig)
-
-    def validate(self) -> None:
-        from .pretrain import validate_model_section
-
-        validate_model_section(self.model)
+class Config(JobConfig):
+    """Probe a checkpoint (`init.checkpoint`) with the model config it was trained with."""
+    data: ProbeDataConfig = field(default_factory=ProbeDataConfig)
 
 
 def run(cfg: Config, out_dir: Path) -> dict:
     from ..data.datasets import AVClipDataset
-    from ..engine import resolve_device, seed_everything
-    from ..models.checkpoint import load_encoder_from_checkpoint
-    from ..models.registry import build_encoder
-    from ..provenance import write_metrics
-    from .pretrain import resolve_checkpoint_file
 
     t0 = time.perf_counter()
-    seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
-    dist_utils.init_distributed(device.type)                 # no-op unless WORLD_SIZE > 1
-    encoder = build_encoder(cfg.model)
-    if cfg.checkpoint:
-        load_encoder_from_checkpoint(encoder, str(resolve_checkpoint_file(cfg.checkpoint)))
-    encoder.to(device)
+    device = start_job(cfg)
+    encoder = build_task_encoder(cfg.model, cfg.init, cfg.data.image_size, freeze=False).to(device)
     dataset = AVClipDataset(cfg.data.manifest, cfg.data.split, train=False, image_size=cfg.data.image_size,
                             multilabel=cfg.data.multilabel)
     stats = knn_probe(encoder, dataset, cfg.data.batch_size, device, cfg.data.workers)
     metrics = {f"knn_{k}": v for k, v in stats.items()}
     metrics["n_clips"] = len(dataset)
-    write_metrics(out_dir, metrics, cfg=cfg, scale=cfg.scale, seed=cfg.seed,
-                  manifest=Path(cfg.data.manifest) / "manifest.csv", wall_s=time.perf_counter() - t0)
-    return metrics
+    return write_job_metrics(Path(out_dir), cfg, metrics, t0)
 
 
 def add_arguments(parser):

@@ -1,8 +1,9 @@
 """Linear probe: frozen encoder, BatchNorm1d(affine=False) + Linear heads on pooled features (spec 4.1).
 
-    avfusion linprobe --config workflow/config/scales/smoke.yaml --set init.checkpoint=runs/pretrain/x --out DIR
+    avfusion linprobe --config avfusion/tasks/examples/linprobe.yaml --set data.manifest=data/tuxav-smoke \
+        --set init.checkpoint=runs/pretrain/x --out DIR
 
-- encoder: `model: {preset, ...}` built by `avfusion.models.registry.build_encoder`; `init.checkpoint`
+- encoder: `model: {preset, ...}` built by `avfusion.tasks.common.build_task_encoder`; `init.checkpoint`
   (run folder or file) loads `encoder.*` strictly; '' keeps the random init (a baseline row).
 - heads: any subset of [image, audio, fusion]; prediction = mean of the heads' logits ("all");
   CE (single-label) or BCE-with-logits (multi-label) on the averaged logits, as the official code.
@@ -19,17 +20,15 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
 
 import torch
-from torch.utils.data import ConcatDataset, DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset
 
-from .. import distributed as dist_utils
-from ..engine import OptimConfig, resolve_device, seed_everything, train
+from ..engine import OptimConfig, train
 from ..metrics.classification import chance_accuracy, head_metrics
-from ..models.classifier import HEAD_NAMES, AVClassifier, ClassifierHeads
-from .common import add_job_arguments, job_main
-from .pretrain import validate_model_section
+from ..models.classifier import HEAD_NAMES, AVClassifier, ClassifierHeads, check_heads
+from .common import (ClassificationDataConfig, JobConfig, add_job_arguments, build_task_encoder, clip_dataset,
+                     job_main, predict, start_job, write_job_metrics)
 
 RECIPES = {
     "code": {"optim": {"optimizer": "lars", "blr": 0.3, "weight_decay": 0.0, "momentum": 0.9,
@@ -40,69 +39,16 @@ RECIPES = {
 
 
 @dataclass
-class DataConfig:
-    manifest: str = ""
-    train_split: str = "train"     # 'a+b' joins splits
-    eval_split: str = "test"
-    image_size: int = 224
-    eval_batch_size: int = 64
-    workers: int = 0
-    multilabel: bool = False
-
-
-@dataclass
-class InitConfig:
-    checkpoint: str = ""           # pretraining run folder or checkpoint file; '' = random encoder
-
-
-@dataclass
-class Config:
+class Config(JobConfig):
     recipe: str = "code"
-    seed: int = 0
-    scale: str = "smoke"
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    model: dict[str, Any] = field(default_factory=dict)   # {preset: NAME, ...overrides}
-    init: InitConfig = field(default_factory=InitConfig)
-    data: DataConfig = field(default_factory=DataConfig)
+    data: ClassificationDataConfig = field(default_factory=ClassificationDataConfig)
     heads: list[str] = field(default_factory=lambda: list(HEAD_NAMES))
     feature_cache: bool = True
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(optimizer="lars", blr=0.3, weight_decay=0.0))
 
     def validate(self) -> None:
-        from ..config import ConfigError
-
-        bad = [h for h in self.heads if h not in HEAD_NAMES]
-        if bad or not self.heads or len(set(self.heads)) != len(self.heads):
-            raise ConfigError(f"config key 'heads': {self.heads} must be distinct names from {list(HEAD_NAMES)}")
-        validate_model_section(self.model)
-
-
-def build_encoder_from_config(model: dict, checkpoint: str) -> torch.nn.Module:
-    """registry encoder + strict `encoder.*` load from a run folder / file ('' = random init)."""
-    from ..models.checkpoint import load_encoder_from_checkpoint
-    from ..models.registry import build_encoder
-    from .pretrain import resolve_checkpoint_file
-
-    encoder = build_encoder(dict(model))
-    if checkpoint:
-        load_encoder_from_checkpoint(encoder, str(resolve_checkpoint_file(checkpoint)))
-        print(f"init.checkpoint: loaded encoder.* from {checkpoint}")
-    return encoder
-
-
-def clip_dataset(data: DataConfig, splits: str, train: bool):
-    """AVClipDataset of one split, or of several joined by '+' ('val+test'), with `.classes`, `.rows`."""
-    from ..data.datasets import AVClipDataset
-
-    parts = [AVClipDataset(data.manifest, split, train=train, image_size=data.image_size,
-                           multilabel=data.multilabel) for split in splits.split("+")]
-    if len(parts) == 1:
-        return parts[0]
-    merged = ConcatDataset(parts)
-    merged.classes, merged.split = parts[0].classes, splits
-    merged.rows = [row for part in parts for row in part.rows]
-    merged.label_index, merged.label_multihot = parts[0].label_index, parts[0].label_multihot
-    return merged
+        check_heads(self.heads)
+        super().validate()
 
 
 class FeatureSet(Dataset):
@@ -121,7 +67,7 @@ class FeatureSet(Dataset):
 @torch.no_grad()
 def pooled_features(encoder, dataset, heads, batch_size: int, device, workers: int = 0):
     """Mean-pooled, un-normalised features of every clip (eval transforms) -> ({head: (N, D)}, labels)."""
-    from .knn_probe import extract_features
+    from ..metrics.knn import extract_features
 
     feats, labels = extract_features(encoder, dataset, batch_size, device, workers, normalize=False,
                                      desc=f"features {dataset.split}")
@@ -137,29 +83,11 @@ def classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Ten
     return torch.nn.functional.cross_entropy(logits, labels)
 
 
-@torch.no_grad()
-def predict(forward, loader, device) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """Run `forward(batch) -> {head: logits}` over `loader` -> ({head: (N, C)}, labels) on CPU."""
-    logits: dict[str, list] = {}
-    labels = []
-    for batch in loader:
-        batch = {k: ({h: t.to(device) for h, t in v.items()} if isinstance(v, dict) else v.to(device))
-                 for k, v in batch.items()}
-        for head, value in forward(batch).items():
-            logits.setdefault(head, []).append(value.float().cpu())
-        labels.append(batch["label"].cpu())
-    return {h: torch.cat(v) for h, v in logits.items()}, torch.cat(labels)
-
-
 def run(cfg: Config, out_dir: Path) -> dict:
-    from ..provenance import write_metrics
-
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
-    seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
-    dist_utils.init_distributed(device.type)                 # no-op unless WORLD_SIZE > 1
-    encoder = build_encoder_from_config(cfg.model, cfg.init.checkpoint).to(device)
+    device = start_job(cfg)
+    encoder = build_task_encoder(cfg.model, cfg.init, cfg.data.image_size, freeze=False).to(device)
     make = lambda splits, is_train: clip_dataset(cfg.data, splits, is_train)  # noqa: E731
     eval_set = make(cfg.data.eval_split, False)
     num_classes = len(eval_set.classes)
@@ -192,10 +120,7 @@ def run(cfg: Config, out_dir: Path) -> dict:
     if not cfg.data.multilabel:
         metrics["chance_acc_all"] = chance_accuracy(labels)    # trivial floor: the most frequent class
     metrics.update(loss=result.history[-1]["loss"], n_train=len(train_set), n_eval=len(labels))
-    if dist_utils.is_main_process():
-        write_metrics(out_dir, metrics, cfg=cfg, scale=cfg.scale, seed=cfg.seed,
-                      manifest=Path(cfg.data.manifest) / "manifest.csv", wall_s=time.perf_counter() - t0)
-    return metrics
+    return write_job_metrics(out_dir, cfg, metrics, t0)
 
 
 def _check_labels(labels: torch.Tensor, which: str) -> None:

@@ -1,8 +1,8 @@
 """Sound source localization (paper appendix A.2; spec 4.4): cosine map of mean-pooled audio with
 each visual token, trained with per-pixel BCE against the consensus map, scored as EZ-VSL does.
 
-    avfusion localization --config workflow/config/scales/smoke.yaml --set data.manifest=data/tuxav-smoke \
-        --set init.checkpoint=results/runs/smoke/pretrain/deepavfusion --out results/runs/smoke/localization/x
+    avfusion localization --config avfusion/tasks/examples/localization.yaml --set data.manifest=data/tuxav-smoke \
+        --set init.checkpoint=runs/pretrain/x --out runs/localization/x
 
 - encoder fine-tuned with layer decay 0.75 (or frozen); head = CosineLocalizationHead on the final
   normed tokens, upsampled bilinearly (align_corners=True) to the image size.
@@ -18,35 +18,24 @@ each visual token, trained with per-pixel BCE against the consensus map, scored 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
 
 import torch
 from torch import nn
 from torch.utils.data import ConcatDataset, Dataset
 
-from ..engine import OptimConfig, resolve_device, seed_everything, train
-from .common import add_job_arguments, job_main
 from ..data.manifest import split_labels
-from .dense_common import (DataConfig, InitConfig, build_task_encoder, denormalize, eval_dataset,
-                           eval_loader, finetune_optim, finish_run, run_encoder)
+from ..engine import train
+from .common import add_job_arguments, build_task_encoder, eval_dataset, job_main, start_job
+from .dense_prediction import DensePredictionConfig, denormalize, eval_loader, finish_run, run_encoder
 
 
 @dataclass
-class Config:
-    seed: int = 0
-    scale: str = "smoke"
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    model: dict[str, Any] = field(default_factory=lambda: {"preset": "deepavfusion-smoke"})
-    freeze_encoder: bool = False
+class Config(DensePredictionConfig):
     projection: bool = True              # Linear projections before the cosine (EZ-VSL-style head)
     prior_sigma: float = 0.25            # centred Gaussian prior: std as a fraction of the image side
     shuffled_audio: bool = True          # also score every image with another class's audio (shuffled_audio_*)
-    n_examples: int = 4
-    data: DataConfig = field(default_factory=DataConfig)
-    optim: OptimConfig = field(default_factory=finetune_optim)
-    init: InitConfig = field(default_factory=InitConfig)
 
 
 class AVLocalizer(nn.Module):
@@ -165,8 +154,7 @@ def run(cfg: Config, out_dir: Path) -> dict:
 
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
-    seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
+    device = start_job(cfg)
     encoder = build_task_encoder(cfg.model, cfg.init, cfg.data.image_size, cfg.freeze_encoder)
     model = AVLocalizer(encoder, cfg.freeze_encoder, cfg.projection)
     train_set = LocalizationDataset(cfg.data.manifest, cfg.data.train_split, True, cfg.data.image_size)

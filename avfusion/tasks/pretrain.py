@@ -1,6 +1,8 @@
 """AV-MAE pretraining (or image-/audio-only MAE) with the kNN probe curve (spec 3, Figure 3).
 
-    avfusion pretrain --config workflow/config/scales/smoke.yaml --set optim.epochs=2 --out runs/pretrain/x
+    avfusion data make-tuxav --scale smoke --out data/tuxav-smoke
+    avfusion pretrain --config avfusion/tasks/examples/pretrain.yaml --set data.manifest=data/tuxav-smoke \
+        --set optim.epochs=2 --out runs/pretrain/x
 
 - model: `{preset: NAME, ...overrides}` -> `avfusion.models.registry.build_pretrain_model`; any encoder
   variant, the unimodal MAE presets, and the baselines' pretraining models.
@@ -19,14 +21,14 @@ import csv
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
 
 import torch
 
 from .. import distributed as dist_utils
-from ..engine import OptimConfig, resolve_device, seed_everything, train
+from ..engine import OptimConfig, train
 from ..progress import CSVLog
-from .common import add_job_arguments, job_main
+from .common import (DataConfig, JobConfig, add_job_arguments, job_main, resolve_checkpoint, start_job,
+                     write_job_metrics)
 
 KNN_COLUMNS = ["epoch", "step", "acc_audio", "acc_image", "acc_fusion", "acc_all"]
 KNN_COLUMNS_MULTILABEL = ["epoch", "step", *(f"{k}_{m}" for k in ("map", "auc")
@@ -43,11 +45,8 @@ RECIPES = {
 
 
 @dataclass
-class DataConfig:
-    manifest: str = ""            # folder with manifest.csv + classes.txt
+class PretrainDataConfig(DataConfig):
     split: str = "train"
-    image_size: int = 224
-    workers: int = 0
 
 
 @dataclass
@@ -62,48 +61,21 @@ class KnnConfig:
 
 
 @dataclass
-class InitConfig:
+class UnimodalInitConfig:
     image: str = ""               # unimodal checkpoint for encoder.image ('' = keep the init)
     audio: str = ""
 
 
 @dataclass
-class Config:
+class Config(JobConfig):
     recipe: str = "code"
-    seed: int = 0
-    scale: str = "smoke"
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    model: dict[str, Any] = field(default_factory=dict)   # {preset: NAME, ...overrides}
-    data: DataConfig = field(default_factory=DataConfig)
+    init: UnimodalInitConfig = field(default_factory=UnimodalInitConfig)
+    data: PretrainDataConfig = field(default_factory=PretrainDataConfig)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(unimodal_lr_ramp=True))
-    init: InitConfig = field(default_factory=InitConfig)
     knn: KnnConfig = field(default_factory=KnnConfig)
 
-    def validate(self) -> None:
-        validate_model_section(self.model)
 
-
-def validate_model_section(model: dict) -> None:
-    """Resolve `model:` at config time so a bad preset, key or type fails first, naming `model.<key>`."""
-    from ..config import ConfigError
-    from ..models.registry import resolve
-
-    if not model:
-        raise ConfigError("config key 'model': empty; set model.preset (e.g. deepavfusion-tiny) or a full model dict")
-    resolve(dict(model))
-
-
-def resolve_checkpoint_file(path: str | Path) -> Path:
-    """A run folder (-> checkpoints/checkpoint_latest.pth) or a checkpoint file; errors name the path."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "checkpoints" / "checkpoint_latest.pth"
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    return path
-
-
-def load_unimodal_init(model: torch.nn.Module, init: InitConfig) -> None:
+def load_unimodal_init(model: torch.nn.Module, init: UnimodalInitConfig) -> None:
     """init.image / init.audio -> encoder.image / encoder.audio (MAE loading rule, spec 2.1)."""
     from ..models.encoder import load_branch_checkpoint
 
@@ -114,11 +86,12 @@ def load_unimodal_init(model: torch.nn.Module, init: InitConfig) -> None:
         branch = getattr(model.encoder, modality, None)
         if branch is None:
             raise ValueError(f"config key 'init.{modality}': the model's encoder has no {modality} branch")
+        checkpoint = str(resolve_checkpoint(path, key=f"init.{modality}"))
         custom = getattr(model.encoder, "load_unimodal", None)  # encoders whose branch is not one plain ViT (CAV-MAE)
         if custom is not None:
-            custom(str(resolve_checkpoint_file(path)), modality)
+            custom(checkpoint, modality)
         else:
-            load_branch_checkpoint(branch, str(resolve_checkpoint_file(path)), modality)
+            load_branch_checkpoint(branch, checkpoint, modality)
         print(f"init.{modality}: loaded {path}")
 
 
@@ -129,15 +102,12 @@ def _knn_epochs(cfg: Config):
 
 def run(cfg: Config, out_dir: Path) -> dict:
     from ..data.datasets import AVClipDataset
+    from ..metrics.knn import knn_probe
     from ..models.registry import build_pretrain_model
-    from ..provenance import write_metrics
-    from .knn_probe import knn_probe
 
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
-    seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
-    dist_utils.init_distributed(device.type)                 # no-op unless WORLD_SIZE > 1
+    device = start_job(cfg)
     model = build_pretrain_model(dict(cfg.model))          # bad model keys fail here, before any data
     load_unimodal_init(model, cfg.init)
     train_set = AVClipDataset(cfg.data.manifest, cfg.data.split, train=True, image_size=cfg.data.image_size)
@@ -171,11 +141,7 @@ def run(cfg: Config, out_dir: Path) -> dict:
         if rows:
             metrics.update({f"knn_{c}": float(rows[-1][c]) for c in columns[2:] if rows[-1][c] != ""})
     metrics.update(epochs=result.epochs_done, steps=result.steps)
-    if dist_utils.is_main_process():
-        write_metrics(out_dir, metrics, cfg=cfg, scale=cfg.scale, seed=cfg.seed,
-                      manifest=Path(cfg.data.manifest) / "manifest.csv", wall_s=time.perf_counter() - t0,
-                      stopped_early=result.stopped_early)
-    return metrics
+    return write_job_metrics(out_dir, cfg, metrics, t0, stopped_early=result.stopped_early)
 
 
 def _read_rows(path: Path) -> list[dict]:

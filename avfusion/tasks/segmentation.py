@@ -1,7 +1,7 @@
 """Audio-visual segmentation (spec 4.5): encoder + AVSegmDecoder, S4-style binary or AVSS semantic.
 
-    avfusion segmentation --config workflow/config/scales/smoke.yaml --set data.manifest=data/tuxav-smoke \
-        --set init.checkpoint=results/runs/smoke/pretrain/deepavfusion --out results/runs/smoke/segmentation/x
+    avfusion segmentation --config avfusion/tasks/examples/segmentation.yaml --set data.manifest=data/tuxav-smoke \
+        --set init.checkpoint=runs/pretrain/x --out runs/segmentation/x
 
 - `num_classes: 1` = binary (S4, MS3, tuxav): BCE on one logit map; `num_classes: 71` = AVSS:
   cross-entropy over classes (background = 0).
@@ -16,41 +16,31 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..engine import OptimConfig, resolve_device, seed_everything, train
-from .common import add_job_arguments, job_main
-from .dense_common import (DataConfig, InitConfig, build_task_encoder, denormalize, eval_dataset,
-                           eval_loader, finetune_optim, finish_run, run_encoder)
+from ..config import ConfigError
+from ..engine import train
+from .common import add_job_arguments, build_task_encoder, eval_dataset, job_main, start_job
+from .dense_prediction import DensePredictionConfig, denormalize, eval_loader, finish_run, run_encoder
 
 
 @dataclass
-class Config:
-    seed: int = 0
-    scale: str = "smoke"
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    model: dict[str, Any] = field(default_factory=lambda: {"preset": "deepavfusion-smoke"})
+class Config(DensePredictionConfig):
     num_classes: int = 1                 # 1 = binary (BCE); AVSS: 71 (CE)
     decoder_width: Optional[int] = None  # AVSegmDecoder width (None = encoder width)
     decoder_min_width: int = 128         # official 128; small for smoke/tiny
-    freeze_encoder: bool = False
-    n_examples: int = 4
-    data: DataConfig = field(default_factory=DataConfig)
-    optim: OptimConfig = field(default_factory=finetune_optim)
-    init: InitConfig = field(default_factory=InitConfig)
 
     def validate(self) -> None:
         if self.num_classes == 2 or self.num_classes < 1:
-            from ..config import ConfigError
-
             raise ConfigError(f"config key 'num_classes': {self.num_classes}; use 1 for binary "
                               "segmentation or the number of classes (> 2, background included)")
+        super().validate()
 
 
 class AVSegmenter(nn.Module):
@@ -128,8 +118,7 @@ def run(cfg: Config, out_dir: Path) -> dict:
 
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
-    seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
+    device = start_job(cfg)
     encoder = build_task_encoder(cfg.model, cfg.init, cfg.data.image_size, cfg.freeze_encoder)
     model = AVSegmenter(encoder, cfg.num_classes, cfg.decoder_width, cfg.decoder_min_width, cfg.freeze_encoder)
     dataset_classes = 2 if cfg.num_classes == 1 else cfg.num_classes

@@ -1,7 +1,7 @@
 """Visually guided source separation by mix-and-separate (spec 4.3; Sound of Pixels protocol).
 
-    avfusion separation --config workflow/config/scales/smoke.yaml --set data.manifest=data/tuxav-smoke \
-        --set init.checkpoint=results/runs/smoke/pretrain/deepavfusion --out results/runs/smoke/separation/x
+    avfusion separation --config avfusion/tasks/examples/separation.yaml --set data.manifest=data/tuxav-smoke \
+        --set init.checkpoint=runs/pretrain/x --out runs/separation/x
 
 - two sources per mixture (MixtureDataset: random pairs for training, the fixed pairs of pairs.csv
   for evaluation); the mixture is the plain sum of the waveforms; the model sees one source's frame
@@ -26,17 +26,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import from_dict
-from ..engine import OptimConfig, resolve_device, seed_everything, train
-from .common import add_job_arguments, job_main
-from .dense_common import (DataConfig, InitConfig, build_task_encoder, eval_dataset, eval_loader,
-                           finetune_optim, finish_run, run_encoder)
+from ..engine import train
+from .common import add_job_arguments, build_task_encoder, eval_dataset, job_main, start_job, validate_model_section
+from .dense_prediction import DensePredictionConfig, eval_loader, finish_run, run_encoder
 
 LOSSES = ("mse", "binary_bce", "weighted_ratio_bce", "power_weighted_bce")
 
 
 @dataclass
-class Config:
-    """Separation job.
+class Config(DensePredictionConfig):
+    """Separation job (`model:` required for method deepavfusion; sound_of_pixels reads `sop:` instead).
 
     `loss` (spec 4.3, item 8): `weighted_ratio_bce` (default) is the official code's README setting
     (weighted_loss=True, binary_mask=False): BCE against spec_src / (spec_src + spec_mix), i.e.
@@ -50,20 +49,15 @@ class Config:
     bins as SDR does; on tuxav it learns faster than the unweighted and log1p-weighted forms (a learned
     per-class template reaches 2.8 dB against 0.9 dB unweighted; tests/test_separation_task.py).
     """
-    seed: int = 0
-    scale: str = "smoke"
-    device: Literal["auto", "cpu", "cuda"] = "auto"
     method: Literal["deepavfusion", "sound_of_pixels"] = "deepavfusion"
-    model: dict[str, Any] = field(default_factory=lambda: {"preset": "deepavfusion-smoke"})
     sop: dict[str, Any] = field(default_factory=dict)   # SoPConfig overrides for method sound_of_pixels
     decoder_width: Optional[int] = None                  # AVSrcSepUNet width (None = encoder width)
-    freeze_encoder: bool = False
     loss: Literal["mse", "binary_bce", "weighted_ratio_bce", "power_weighted_bce"] = "weighted_ratio_bce"
     metrics_backend: Optional[Literal["fast", "mir_eval"]] = None  # None: fast when available
-    n_examples: int = 4
-    data: DataConfig = field(default_factory=DataConfig)
-    optim: OptimConfig = field(default_factory=finetune_optim)
-    init: InitConfig = field(default_factory=InitConfig)
+
+    def validate(self) -> None:
+        if self.method == "deepavfusion" or self.model:
+            validate_model_section(self.model)
 
 
 class DeepAVFusionSeparator(nn.Module):
@@ -155,8 +149,7 @@ def run(cfg: Config, out_dir: Path) -> dict:
 
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
-    seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
+    device = start_job(cfg)
     model = build_separator(cfg)
     optim = cfg.optim
     if not hasattr(model, "encoder") and optim.layer_decay is not None:
