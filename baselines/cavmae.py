@@ -38,7 +38,7 @@ from avfusion.models.avmae import masked_patch_loss, random_masking
 from avfusion.models.encoder import EncoderOutput, load_branch_checkpoint
 from avfusion.models.layers import (Attention, Block, DropPath, Mlp, check_input, init_weights_mae,
                                     sincos_pos_table_2d)
-from avfusion.models.presets import PRESETS, BranchSpec, DecoderSpec, register_preset
+from avfusion.models.presets import PRESETS, BranchSpec, DecoderSpec
 from avfusion.models.registry import register
 from avfusion.models.vit import ViT, gather_tokens, patchify, read_state_dict
 
@@ -334,7 +334,7 @@ def _scale_backbone(scale: str) -> dict:
     return merge(base, {"family": "cav-mae", "audio": {"mask_ratio": 0.75}})
 
 
-register("cav-mae", build_pretrain, build_encoder, config_cls=CAVMAEModel)
-register_preset("cav-mae-paper", {"family": "cav-mae"})   # ViT-B: 11 + 1 blocks, decoder 512 x 8
-register_preset("cav-mae-tiny", _scale_backbone("tiny"))
-register_preset("cav-mae-smoke", _scale_backbone("smoke"))
+register("cav-mae", build_pretrain, build_encoder, config_cls=CAVMAEModel, presets={
+    "cav-mae-paper": {},                       # ViT-B: 11 + 1 blocks, decoder 512 x 8
+    "cav-mae-tiny": _scale_backbone("tiny"),
+    "cav-mae-smoke": _scale_backbone("smoke")})

@@ -26,7 +26,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from avfusion.config import ConfigError
-from avfusion.models.presets import register_preset
 from avfusion.models.registry import register
 
 
@@ -208,10 +207,9 @@ def build_sound_of_pixels(cfg: dict) -> SoundOfPixels:
 # Sound of Pixels has no pretraining stage and no encoder in the sense of the encoder contract:
 # the registry's "pretrain" factory builds the whole separation model, so that `model-summary`
 # counts it and the separation task (`method: sound_of_pixels`) can build it from a preset.
-register("sound-of-pixels", build_sound_of_pixels, None, config_cls=SoundOfPixelsModel)
-register_preset("sound-of-pixels-paper", {"family": "sound-of-pixels"})  # ResNet-18 (dilated) + U-Net ngf 64
-register_preset("sound-of-pixels-tiny", {"family": "sound-of-pixels", "channels": 16,
-                                         "visual_widths": [16, 32, 64, 128], "visual_blocks": [1, 1, 1, 1],
-                                         "unet_ngf": 16, "unet_downs": 6})
-register_preset("sound-of-pixels-smoke", {"family": "sound-of-pixels", "channels": 8, "visual_widths": [8, 16],
-                                          "visual_blocks": [1, 1], "unet_ngf": 8, "unet_downs": 5})
+register("sound-of-pixels", build_sound_of_pixels, None, config_cls=SoundOfPixelsModel, presets={
+    "sound-of-pixels-paper": {},               # ResNet-18 (dilated) + U-Net ngf 64
+    "sound-of-pixels-tiny": {"channels": 16, "visual_widths": [16, 32, 64, 128], "visual_blocks": [1, 1, 1, 1],
+                             "unet_ngf": 16, "unet_downs": 6},
+    "sound-of-pixels-smoke": {"channels": 8, "visual_widths": [8, 16], "visual_blocks": [1, 1], "unet_ngf": 8,
+                              "unet_downs": 5}})

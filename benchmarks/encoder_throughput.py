@@ -56,7 +56,7 @@ COLUMNS = ["setting", "clips_per_s", "iter_s_median", "iter_s_min", "iter_s_max"
 def model_section(preset: str, setting: str) -> dict:
     overrides = {k: dict(v) for k, v in SETTINGS[setting].items()}
     if overrides["fusion"].get("layers") == "last":
-        from avfusion.models.presets import model_config
+        from avfusion.models.registry import model_config
         overrides["fusion"]["layers"] = model_config(preset)["depth"] - 1
     return {"preset": preset, **overrides}
 

@@ -62,7 +62,7 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    from avfusion.models.presets import model_config
+    from avfusion.models.registry import model_config
     model_dict = model_config(args.preset, args.overrides)
     model = registry.build_pretrain_model(model_dict).to(device).train()
     runner = torch.compile(model) if args.compile else model

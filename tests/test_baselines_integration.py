@@ -11,7 +11,7 @@ from threadpoolctl import threadpool_limits
 
 from avfusion.cli import main as cli_main
 from avfusion.data.tuxav import make_tuxav
-from avfusion.models.presets import model_config
+from avfusion.models.registry import model_config
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from avfusion import audio as audio_lib
 from avfusion.cli import main as cli_main
-from avfusion.models.presets import model_config
+from avfusion.models.registry import model_config
 from avfusion.models.registry import build_encoder, build_pretrain_model
 
 

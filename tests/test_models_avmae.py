@@ -14,7 +14,8 @@ from avfusion.models import summary
 from avfusion.models.avmae import AVMAE, masked_patch_loss, random_masking
 from avfusion.models.checkpoint import load_encoder_from_checkpoint
 from avfusion.models.encoder import DeepAVFusionEncoder
-from avfusion.models.presets import PRESETS, model_config
+from avfusion.models.presets import PRESETS
+from avfusion.models.registry import model_config
 from avfusion.models.registry import build_encoder, build_pretrain_model
 from avfusion.models.vit import patchify
 

@@ -85,11 +85,12 @@ def test_dry_run_plans_every_run_of_every_variant(tmp_path, scale):
     n_seeds = len(scale_seeds(scale))          # smoke 1, tiny 3 (issue 15: claims over seeds)
     assert n_seeds == {"smoke": 1, "tiny": 3}[scale]
     # the unimodal inits are pretrained once and shared by every seed
-    assert counts["pretrain"] == (len(trained) - len(shared)) * n_seeds + len(shared) and len(trained) == 19
-    # 19 trained variants x 6 tasks + Sound of Pixels (separation only), per seed
+    assert counts["pretrain"] == (len(trained) - len(shared)) * n_seeds + len(shared) and len(trained) == 17
+    # 17 trained variants x 6 tasks + Sound of Pixels (separation only), per seed
     assert counts["downstream"] == (len(trained) * len(DOWNSTREAM) + 1) * n_seeds
     assert counts["classical_separation"] == 2 * n_seeds and counts["make_tuxav"] == 1
-    assert counts["alias_run"] == (1 + len(DOWNSTREAM)) * n_seeds   # av_mae_late's runs copy late_fusion's
+    # av_mae_late's and fusion_layers_1's runs copy late_fusion's, fusion_layers_3's copy mid_fusion's (issue 17)
+    assert counts["alias_run"] == 3 * (1 + len(DOWNSTREAM)) * n_seeds
 
 
 def test_paper_dry_run_plans_official_datasets_with_fake_roots(tmp_path):
@@ -110,7 +111,7 @@ def test_paper_dry_run_plans_official_datasets_with_fake_roots(tmp_path):
     counts = job_counts(out.stdout)
     assert counts["prepare_dataset"] == 7
     # MAE / AudioMAE files are imported: the unimodal runs are only the Table 3 baselines, no extra init runs
-    assert counts["pretrain"] == 19
+    assert counts["pretrain"] == 17
     assert "avfusion data prepare vggsound_music" not in out.stdout  # a dry run prints plans, runs nothing
     assert not (tmp_path / "runs").exists()
 
@@ -119,10 +120,13 @@ def test_job_configs_map_fusion_layers_and_init(tmp_path):
     """The per-job configs that the rules write, built by the Snakefile's own functions."""
     namespace = _common_namespace("tiny", tmp_path)
     job_config = namespace["job_config"]
-    assert job_config("pretrain", "fusion_layers_9")["model"]["fusion"]["layers"] == "1-2-3"
-    assert job_config("pretrain", "fusion_layers_6")["model"]["fusion"]["layers"] == "2-3"
-    assert job_config("pretrain", "fusion_layers_3")["model"]["fusion"]["layers"] == "3"
-    assert job_config("pretrain", "fusion_layers_1")["model"]["fusion"]["layers"] == "3"
+    # one rule for "k of 12 fusion layers" (issue 17): the last min(k, depth) layers; depth 4 at tiny.
+    # Table 6a's "3" / "1" rows are Table 4's mid / late models (aliases), as the paper reports them.
+    assert job_config("pretrain", "fusion_layers_9")["model"]["fusion"]["layers"] == "all"
+    assert job_config("pretrain", "fusion_layers_6")["model"]["fusion"]["layers"] == "all"
+    assert EXPERIMENTS["fusion_layers_3"] == {"kind": "alias", "alias_of": "mid_fusion"}
+    assert EXPERIMENTS["fusion_layers_1"] == {"kind": "alias", "alias_of": "late_fusion"}
+    assert job_config("pretrain", "mid_fusion")["model"] == {"preset": "mid-fusion-tiny"}
     assert job_config("pretrain", "deepavfusion")["init"] == {
         "image": f"{tmp_path}/runs/tiny/pretrain/mae_image", "audio": f"{tmp_path}/runs/tiny/pretrain/mae_audio"}
     assert "init" not in job_config("pretrain", "no_unimodal_init")

@@ -1,12 +1,15 @@
-"""Model presets as data, validated by dataclasses (avfusion.config).
+"""Model presets as data, validated by dataclasses (avfusion.config); the rule for "k of 12 fusion layers".
 
-A model dict is keyed by `family`; every knob can be overridden:
+A model dict is keyed by `family`; every knob can be overridden (avfusion.models.registry):
 
     cfg = model_config("deepavfusion-tiny", {"fusion": {"arch": "dense", "layers": "2-3"}})
     cfg = model_config("deepavfusion-smoke", ["fusion.dense_impl=naive", "image.mask_ratio=0.5"])
 
-Families here: `deepavfusion` (AV-MAE + DeepAVFusion encoder) and `mae` (unimodal MAE); baselines
-add theirs with `register_preset` and `registry.register`.
+Here: the `deepavfusion` (AV-MAE + DeepAVFusion encoder) and `mae` (unimodal MAE) families' schemas
+and presets, the Table 4 / Table 3 ablation presets (late / mid / no / token fusion), and
+`fusion_layers(k_of_12, depth)`. Baselines with their own code (CAV-MAE, Sound of Pixels) register
+their family and presets beside their definition with `registry.register`. This module imports
+nothing from the registry (the registry reads these tables).
 """
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ import copy
 from dataclasses import dataclass, field
 from typing import Literal, Union
 
-from ..config import ConfigError, from_dict, merge, parse_overrides, to_dict
+from ..config import ConfigError, merge, to_dict
 
 
 @dataclass
@@ -149,52 +152,51 @@ PRESETS: dict[str, dict] = {
 }
 PRESETS["deepavfusion-paper"] = PRESETS["deepavfusion-vggsound"]
 
-# family -> dataclass that validates its model dicts (baselines add theirs via register_family_config)
-FAMILY_CONFIGS: dict[str, type] = {"deepavfusion": DeepAVFusionModel, "mae": UnimodalMAEModel}
+
+def fusion_layers(k_of_12: int, depth: int) -> Union[int, str]:
+    """The paper's "k of 12 fusion layers" at encoder depth `depth`: the last min(k, depth) layers
+    (0-based `fusion.layers`: 'none', one int, 'a-b-c', or 'all' when every layer fuses).
+
+    Spec 2.2 reads Table 6a's # = 12 / 9 / 6 / 3 / 1 / 0 as "the last k layers", and Table 4's mid
+    (Table 6a "3") and late (Table 6a "1") rows as layers 9-10-11 and 11 of 12. At depth 12 this is
+    exactly that; at depth 4 (tiny) 12, 9, 6 -> all, 3 -> 1-2-3, 1 -> 3, so Table 4's four fusion
+    settings (all / last 3 / last 1 / none) stay four different models; at depth 2 (smoke) 3 -> all.
+
+        fusion_layers(3, 12) == "9-10-11";  fusion_layers(1, 12) == 11;  fusion_layers(3, 4) == "1-2-3"
+    """
+    if k_of_12 < 0 or depth < 1:
+        raise ValueError(f"fusion_layers: k_of_12={k_of_12}, depth={depth}: need k >= 0 and depth >= 1")
+    n = min(k_of_12, depth)
+    if n == 0:
+        return "none"
+    if n == depth:
+        return "all"
+    if n == 1:
+        return depth - 1
+    return "-".join(str(i) for i in range(depth - n, depth))
+
+
+# Table 4 / Table 3 ablations: the DeepAVFusion encoder + AV-MAE objective with another fusion
+# setting (baselines/README.md gives the table rows): late = dense block at the last layer (k = 1),
+# mid = dense blocks at the last 3 (k = 3; the text says "layers 9-12", Table 6a says 3: spec 8.5),
+# no fusion, token fusion (MBT-like) at every layer. Presets `{late,mid,no,token}-fusion-{paper,tiny,smoke}`.
+_ABLATION_BASE = {"paper": "deepavfusion-vggsound", "tiny": "deepavfusion-tiny", "smoke": "deepavfusion-smoke"}
+
+
+def _ablation_fusion(depth: int) -> dict[str, dict]:
+    return {"late-fusion": {"arch": "dense", "layers": fusion_layers(1, depth)},
+            "mid-fusion": {"arch": "dense", "layers": fusion_layers(3, depth)},
+            "no-fusion": {"layers": "none"},
+            "token-fusion": {"arch": "token", "layers": "all"}}
+
+
+for _scale, _base in _ABLATION_BASE.items():
+    for _name, _fusion in _ablation_fusion(PRESETS[_base]["depth"]).items():
+        PRESETS[f"{_name}-{_scale}"] = merge(PRESETS[_base], {"fusion": _fusion})
 
 
 def register_preset(name: str, model_dict: dict) -> None:
-    """Add a preset (baselines call this when their module is imported)."""
+    """Add a preset to the table (`registry.register(..., presets=...)` calls this for a family)."""
     if "family" not in model_dict:
         raise ValueError(f"preset {name!r}: the model dict needs a 'family' key")
     PRESETS[name] = copy.deepcopy(model_dict)
-
-
-def register_family_config(family: str, config_cls: type) -> None:
-    FAMILY_CONFIGS[family] = config_cls
-
-
-def validate_model_dict(model_dict: dict) -> dict:
-    """Check a full model dict against its family's dataclass; return it normalised (defaults filled)."""
-    family = model_dict.get("family")
-    if family is None:
-        raise ConfigError(f"model config: missing key 'family' (known families: {sorted(FAMILY_CONFIGS)})")
-    if family not in FAMILY_CONFIGS:
-        from .registry import family_entry   # may import a baseline module that registers it
-        family_entry(family)
-    config_cls = FAMILY_CONFIGS.get(family)
-    if config_cls is None:      # a registered family without a schema: passed through as given
-        return copy.deepcopy(model_dict)
-    return to_dict(from_dict(config_cls, model_dict, prefix="model"))
-
-
-def model_config(preset: str, overrides=None) -> dict:
-    """Preset dict + overrides (nested dict or ['key.path=value', ...]) -> validated model dict."""
-    if preset not in PRESETS:
-        from .registry import import_baseline_modules
-        import_baseline_modules()
-    if preset not in PRESETS:
-        raise ConfigError(f"config key 'model.preset': unknown preset {preset!r}; known: {sorted(PRESETS)}")
-    if isinstance(overrides, (list, tuple)):
-        overrides = parse_overrides(list(overrides))
-    data = merge(copy.deepcopy(PRESETS[preset]), overrides or {})
-    return validate_model_dict(data)
-
-
-def resolve_model_section(section: dict) -> dict:
-    """A job's `model:` section `{preset: NAME, ...overrides}` (or a full dict with `family`)."""
-    section = dict(section)
-    preset = section.pop("preset", None)
-    if preset:
-        return model_config(preset, section)
-    return validate_model_dict(section)

@@ -1,49 +1,57 @@
-"""Model registry: `family` -> (pretraining-model factory, encoder factory).
+"""Model registry: every family and every preset, one `register`, one way to resolve and build.
 
     model = build_pretrain_model({"preset": "deepavfusion-tiny", "fusion": {"arch": "dense"}})
     encoder = build_encoder(model_config("deepavfusion-vggsound"))
 
-Baselines register their families from `baselines/<module>.py` (imported lazily on first use):
+A family registers once, beside its definition (timm's habit), with its presets:
 
-    register("cav-mae", pretrain_factory, encoder_factory, config_cls=CAVMAEModel)
-    register_preset("cav-mae-tiny", {"family": "cav-mae", ...})
+    register("cav-mae", pretrain_factory, encoder_factory, config_cls=CAVMAEModel,
+             presets={"cav-mae-tiny": {"family": "cav-mae", ...}})
+
+The built-in families (`deepavfusion`, `mae`) register at the end of this module with the presets of
+`avfusion.models.presets` (the ablations included); baseline families register from
+`baselines/<module>.py`, imported by name (BASELINE_MODULES) the first time one of their families or
+an unknown preset is asked for. Imports go one way: registry -> presets; baselines -> registry.
 """
 from __future__ import annotations
 
+import copy
 import importlib
 from typing import Callable, NamedTuple
 
 from torch import nn
 
-from ..config import ConfigError
-from . import presets
+from ..config import ConfigError, from_dict, merge, parse_overrides, to_dict
 from .avmae import AVMAE, UnimodalEncoder, UnimodalMAE
 from .encoder import DeepAVFusionEncoder, load_branch_checkpoint
+from .presets import PRESETS, DeepAVFusionModel, UnimodalMAEModel, register_preset
 from .vit import ViT
 
 # family -> module that registers it (imported when the family or an unknown preset is asked for)
 BASELINE_MODULES = {
     "cav-mae": "baselines.cavmae",
     "sound-of-pixels": "baselines.sound_of_pixels",
-    "late-fusion": "baselines.late_fusion",
 }
 
 
 class Family(NamedTuple):
-    pretrain: Callable[[dict], nn.Module]
-    encoder: Callable[[dict], nn.Module]
+    pretrain: Callable[[dict], nn.Module] | None
+    encoder: Callable[[dict], nn.Module] | None
+    config_cls: type | None = None
 
 
 FAMILIES: dict[str, Family] = {}
 
 
 def register(family: str, pretrain_factory: Callable[[dict], nn.Module] | None,
-             encoder_factory: Callable[[dict], nn.Module] | None, config_cls: type | None = None) -> None:
-    """Register a model family. Factories take the validated model dict; `config_cls` (a dataclass)
-    validates model dicts of this family (unknown key / wrong type -> ConfigError)."""
-    FAMILIES[family] = Family(pretrain_factory, encoder_factory)
-    if config_cls is not None:
-        presets.register_family_config(family, config_cls)
+             encoder_factory: Callable[[dict], nn.Module] | None, config_cls: type | None = None,
+             presets: dict[str, dict] | None = None) -> None:
+    """Register a model family and its presets. Factories take the validated model dict; `config_cls`
+    (a dataclass) validates model dicts of this family (unknown key / wrong type -> ConfigError);
+    `presets` maps preset names to model dicts (their `family` defaults to this one)."""
+    FAMILIES[family] = Family(pretrain_factory, encoder_factory, config_cls)
+    for name, model_dict in (presets or {}).items():
+        register_preset(name, {"family": family, **model_dict})
 
 
 def _import_module(path: str) -> bool:
@@ -72,9 +80,37 @@ def family_entry(family: str) -> Family:
     return FAMILIES[family]
 
 
-def resolve(model_dict: dict) -> dict:
-    """`{preset: NAME, ...overrides}` or a full model dict -> validated model dict."""
-    return presets.resolve_model_section(model_dict)
+def validate_model_dict(model_dict: dict) -> dict:
+    """Check a full model dict against its family's dataclass; return it normalised (defaults filled)."""
+    family = model_dict.get("family")
+    if family is None:
+        raise ConfigError(f"model config: missing key 'family' (known families: {sorted(FAMILIES)})")
+    config_cls = family_entry(family).config_cls
+    if config_cls is None:      # a registered family without a schema: passed through as given
+        return copy.deepcopy(model_dict)
+    return to_dict(from_dict(config_cls, model_dict, prefix="model"))
+
+
+def model_config(preset: str, overrides=None) -> dict:
+    """Preset dict + overrides (nested dict or ['key.path=value', ...]) -> validated model dict."""
+    if preset not in PRESETS:
+        import_baseline_modules()
+    if preset not in PRESETS:
+        raise ConfigError(f"config key 'model.preset': unknown preset {preset!r}; known: {sorted(PRESETS)}")
+    if isinstance(overrides, (list, tuple)):
+        overrides = parse_overrides(list(overrides))
+    data = merge(copy.deepcopy(PRESETS[preset]), overrides or {})
+    return validate_model_dict(data)
+
+
+def resolve(model_section: dict) -> dict:
+    """A job's `model:` section `{preset: NAME, ...overrides}` (or a full dict with `family`) ->
+    validated model dict."""
+    section = dict(model_section)
+    preset = section.pop("preset", None)
+    if preset:
+        return model_config(preset, section)
+    return validate_model_dict(section)
 
 
 def build_pretrain_model(model_dict: dict) -> nn.Module:
@@ -139,5 +175,6 @@ def unimodal_pretrain(cfg: dict) -> UnimodalMAE:
                        mask_ratio=branch["mask_ratio"], norm_pix_loss=branch["norm_loss"])
 
 
-register("deepavfusion", deepavfusion_pretrain, deepavfusion_encoder, presets.DeepAVFusionModel)
-register("mae", unimodal_pretrain, unimodal_encoder, presets.UnimodalMAEModel)
+# (their presets are already in PRESETS: avfusion/models/presets.py)
+register("deepavfusion", deepavfusion_pretrain, deepavfusion_encoder, DeepAVFusionModel)
+register("mae", unimodal_pretrain, unimodal_encoder, UnimodalMAEModel)

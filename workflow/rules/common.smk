@@ -117,18 +117,10 @@ def preset_name(template):
     return template.replace("{size}", config["preset_size"])
 
 
-def fusion_layers_of_12(k, depth):
-    """k fusion layers of a 12-layer model -> the last max(1, round(k * depth / 12)) of `depth` (0-based)."""
-    if k == 0:
-        return "none"
-    n = min(depth, max(1, round(k * depth / 12)))
-    return "all" if n == depth else "-".join(str(i) for i in range(depth - n, depth))
-
-
 def model_section(name):
     """The `model:` section of every job of variant `name` (presets resolved and validated here)."""
-    from avfusion.models.presets import model_config
-    import baselines.cavmae, baselines.late_fusion  # noqa: F401  (register their presets)
+    from avfusion.models.registry import model_config
+    import baselines.cavmae  # noqa: F401  (registers its presets)
 
     spec = VARIANTS[name]
     section = copy.deepcopy(spec["model"])
@@ -139,13 +131,14 @@ def model_section(name):
     except (KeyError, ValueError) as err:
         _fail(f"variants.{name}.model", str(err).strip("'\""))
     if "fusion_layers_of_12" in spec:
-        layers = fusion_layers_of_12(spec["fusion_layers_of_12"], full["depth"])
+        from avfusion.models.presets import fusion_layers
+        layers = fusion_layers(spec["fusion_layers_of_12"], full["depth"])
         section = deep_merge(section, {"fusion": {"layers": layers}})
     return section
 
 
 def sop_section(name):
-    from avfusion.models.presets import model_config
+    from avfusion.models.registry import model_config
     import baselines.sound_of_pixels  # noqa: F401
 
     try:
