@@ -65,7 +65,7 @@ def test_command_help_keeps_examples_on_their_own_lines_and_cites_no_spec_sectio
         text = _help([name, "--help"], capsys)
         assert not re.search(r"\bspec\b", text, re.IGNORECASE), (name, text)
     out = _help(["pretrain", "--help"], capsys).splitlines()
-    example = "    avfusion pretrain --config workflow/config/scales/smoke.yaml --set optim.epochs=2 --out runs/pretrain/x"
+    example = "    avfusion pretrain --config avfusion/tasks/examples/pretrain.yaml --set optim.epochs=2 --out runs/pretrain/x"
     assert example in out
     assert "AV-MAE pretraining (or image-/audio-only MAE) with the kNN probe curve (Figure 3)." in out
 

@@ -1,9 +1,10 @@
 """Encoder inference throughput and peak memory (Table 5's speed and memory columns).
 
-    avfusion efficiency --set model.preset=deepavfusion-vggsound --set batch_size=2 --set threads=1 --out DIR
-    avfusion efficiency --config job.yaml --set device=cuda --set dtype=bf16 --set compile=true --out DIR
+    avfusion efficiency --config avfusion/tasks/examples/efficiency.yaml --out runs/efficiency/x
+    avfusion efficiency --config avfusion/tasks/examples/efficiency.yaml --set model.preset=deepavfusion-vggsound \
+        --set device=cuda --set dtype=bf16 --set compile=true --set threads=0 --out runs/efficiency/vggsound
 
-(the DAG writes job.yaml from workflow/config: tasks.efficiency + the variant's model section).
+(the DAG writes each job's config from workflow/config: tasks.efficiency + the variant's model section).
 
 - model: `{preset: NAME, ...overrides}` -> `avfusion.models.registry.build_encoder`, random init
   (weights do not change the cost), eval mode, full token grids (no masking), `torch.inference_mode`.

@@ -1,8 +1,8 @@
 """End-to-end fine-tuning for audio-visual classification (spec 4.2).
 
     avfusion data make-tuxav --scale smoke --out data/tuxav-smoke
-    avfusion finetune --config avfusion/tasks/examples/finetune.yaml --set data.manifest=data/tuxav-smoke \
-        --set init.checkpoint=runs/pretrain/x --out DIR
+    avfusion finetune --config avfusion/tasks/examples/finetune.yaml \
+        --set init.checkpoint=runs/pretrain/x --out runs/finetune/x
     (the workflow writes the job's config file from the scale's `tasks.finetune` section;
     `--set dense_eval.enabled=false` skips the final 10-clip evaluation)
 

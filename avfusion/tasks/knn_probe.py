@@ -1,7 +1,7 @@
 """`avfusion knn-probe`: the leave-one-out 1-NN probe (avfusion/metrics/knn.py) of a checkpoint.
 
-    avfusion knn-probe --config avfusion/tasks/examples/knn_probe.yaml --set data.manifest=data/tuxav-smoke \
-        --set init.checkpoint=runs/pretrain/x --out DIR
+    avfusion knn-probe --config avfusion/tasks/examples/knn_probe.yaml \
+        --set init.checkpoint=runs/pretrain/x --out runs/knn-probe/x
 
 - `model:` the model config the checkpoint was trained with; `init.checkpoint`: a pretraining run
   folder or checkpoint file ('' probes the random init).

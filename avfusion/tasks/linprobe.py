@@ -1,7 +1,7 @@
 """Linear probe: frozen encoder, BatchNorm1d(affine=False) + Linear heads on pooled features (spec 4.1).
 
-    avfusion linprobe --config avfusion/tasks/examples/linprobe.yaml --set data.manifest=data/tuxav-smoke \
-        --set init.checkpoint=runs/pretrain/x --out DIR
+    avfusion linprobe --config avfusion/tasks/examples/linprobe.yaml \
+        --set init.checkpoint=runs/pretrain/x --out runs/linprobe/x
 
 - encoder: `model: {preset, ...}` built by `avfusion.tasks.common.build_task_encoder`; `init.checkpoint`
   (run folder or file) loads `encoder.*` strictly; '' keeps the random init (a baseline row).

@@ -1,7 +1,7 @@
 """Sound source localization (paper appendix A.2; spec 4.4): cosine map of mean-pooled audio with
 each visual token, trained with per-pixel BCE against the consensus map, scored as EZ-VSL does.
 
-    avfusion localization --config avfusion/tasks/examples/localization.yaml --set data.manifest=data/tuxav-smoke \
+    avfusion localization --config avfusion/tasks/examples/localization.yaml \
         --set init.checkpoint=runs/pretrain/x --out runs/localization/x
 
 - encoder fine-tuned with layer decay 0.75 (or frozen); head = CosineLocalizationHead on the final

@@ -1,8 +1,7 @@
 """AV-MAE pretraining (or image-/audio-only MAE) with the kNN probe curve (spec 3, Figure 3).
 
     avfusion data make-tuxav --scale smoke --out data/tuxav-smoke
-    avfusion pretrain --config avfusion/tasks/examples/pretrain.yaml --set data.manifest=data/tuxav-smoke \
-        --set optim.epochs=2 --out runs/pretrain/x
+    avfusion pretrain --config avfusion/tasks/examples/pretrain.yaml --set optim.epochs=2 --out runs/pretrain/x
 
 - model: `{preset: NAME, ...overrides}` -> `avfusion.models.registry.build_pretrain_model`; any encoder
   variant, the unimodal MAE presets, and the baselines' pretraining models.

@@ -1,6 +1,6 @@
 """Audio-visual segmentation (spec 4.5): encoder + AVSegmDecoder, S4-style binary or AVSS semantic.
 
-    avfusion segmentation --config avfusion/tasks/examples/segmentation.yaml --set data.manifest=data/tuxav-smoke \
+    avfusion segmentation --config avfusion/tasks/examples/segmentation.yaml \
         --set init.checkpoint=runs/pretrain/x --out runs/segmentation/x
 
 - `num_classes: 1` = binary (S4, MS3, tuxav): BCE on one logit map; `num_classes: 71` = AVSS:

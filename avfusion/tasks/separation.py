@@ -1,6 +1,6 @@
 """Visually guided source separation by mix-and-separate (spec 4.3; Sound of Pixels protocol).
 
-    avfusion separation --config avfusion/tasks/examples/separation.yaml --set data.manifest=data/tuxav-smoke \
+    avfusion separation --config avfusion/tasks/examples/separation.yaml \
         --set init.checkpoint=runs/pretrain/x --out runs/separation/x
 
 - two sources per mixture (MixtureDataset: random pairs for training, the fixed pairs of pairs.csv
