@@ -60,7 +60,8 @@ class KnnConfig:
 
 
 @dataclass
-class UnimodalInitConfig:
+class InitConfig:
+    """Pretraining's `init:` (unlike the downstream tasks' `init.checkpoint`): unimodal branch weights."""
     image: str = ""               # unimodal checkpoint for encoder.image ('' = keep the init)
     audio: str = ""
 
@@ -68,13 +69,13 @@ class UnimodalInitConfig:
 @dataclass
 class Config(JobConfig):
     recipe: str = "code"
-    init: UnimodalInitConfig = field(default_factory=UnimodalInitConfig)
+    init: InitConfig = field(default_factory=InitConfig)
     data: PretrainDataConfig = field(default_factory=PretrainDataConfig)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(unimodal_lr_ramp=True))
     knn: KnnConfig = field(default_factory=KnnConfig)
 
 
-def load_unimodal_init(model: torch.nn.Module, init: UnimodalInitConfig) -> None:
+def load_unimodal_init(model: torch.nn.Module, init: InitConfig) -> None:
     """init.image / init.audio -> encoder.image / encoder.audio (MAE loading rule, spec 2.1)."""
     from ..models.encoder import load_branch_checkpoint
 
