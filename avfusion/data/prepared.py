@@ -315,7 +315,7 @@ class PreparedMedia:
     def _image(self, shard: int, entry: dict, member: str) -> np.ndarray:
         offset, size = entry["members"][member]
         with Image.open(io.BytesIO(self._read(shard, offset, size))) as img:
-            return np.asarray(img.convert("RGB"))  # (H, W, 3) uint8
+            return np.array(img if img.mode == "RGB" else img.convert("RGB"))  # (H, W, 3) uint8, writable
 
     def frame(self, clip_id: str, t: float | None = None) -> np.ndarray:
         """The last kept frame at or before t (the first kept frame if none; a still: itself)."""

@@ -1,0 +1,270 @@
+"""Training-item throughput of the data paths: items/s per core, raw mp4 (today's code and the new
+reader) against the prepared form, train and eval transforms, 1..N DataLoader workers.
+
+    .venv/bin/python benchmarks/data_throughput.py --workers 1 2 --tag dev-vm   # ~15 min on 2 busy cores
+
+Items are `AVClipDataset` items at the paper's size (image 224, 3 s audio -> (1, 128, 192)), through
+a DataLoader (batch 32). Paths:
+  today             benchmarks/legacy_media.py, the readers before issue 16 (frame nearest t, every
+                    decoded frame converted to RGB, full size)
+  raw               the new reader, default options (frame nearest t, full size: the same items)
+  raw-s256          + decode_short_side=256 (the decoder scales the frame; eval resize 256 is a no-op)
+  raw-keyframe      + frame_rule="keyframe" (the official rule: the keyframe at or before t), full size
+  raw-keyframe-s256 + both
+  prepared          `avfusion data cache --short-side 256` (the build is timed too)
+"per core" is items per CPU-second of the whole loader (main process + workers, from getrusage),
+so the worker count changes it little; wall items/s is given beside. The headline ratios come
+from a paired run: every path on the same 39 items (same clips, same random draws), interleaved
+item by item in one process, so a load that drifts weighs on all paths alike. Then each
+(transform, workers) configuration runs through a DataLoader in its own process, the paths of one
+group back to back. Clip sets: the 13 YouTube-shaped clips of
+`youtube_like_clips.py` (360p/720p H.264, default GOP; the main figures) and, smaller, the real
+testdata mp4s as shipped (224x224 at 1 fps or one still frame: little video to decode).
+Writes benchmarks/results/data_throughput.csv and prints the Markdown table of benchmarks/README.md.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+
+PATHS = {  # name -> (media, dataset options); "today" uses the frozen readers
+    "today": ("legacy", {}),
+    "raw": ("raw", {}),
+    "raw-s256": ("raw", {"decode_short_side": 256}),
+    "raw-keyframe": ("raw", {"frame_rule": "keyframe"}),
+    "raw-keyframe-s256": ("raw", {"frame_rule": "keyframe", "decode_short_side": 256}),
+    "prepared": ("prepared", {}),
+}
+ITEMS = {"today": 64, "raw": 64, "raw-s256": 64, "raw-keyframe": 128, "raw-keyframe-s256": 192, "prepared": 1280}
+BATCH = 32
+
+
+def _legacy_dataset(base):
+    import legacy_media
+
+    class TodayClipDataset(base):
+        """AVClipDataset reading through the frozen pre-issue-16 readers."""
+
+        def waveform(self, row, t0, t1):
+            from avfusion import audio as audio_lib
+
+            return audio_lib.pad_or_trim(legacy_media.read_audio(row.get("audio") or row["video"], t0, t1))
+
+        def frame(self, row, t0, t1, centre, annotated=False):
+            from avfusion.data.datasets import _uniform
+
+            if row.get("frame"):
+                return legacy_media.read_frame(row["frame"])
+            t = _uniform(t0, t1) if self.train else centre
+            return legacy_media.read_frame(row["video"], t)
+
+    return TodayClipDataset
+
+
+def measure(spec: dict) -> dict:
+    """One configuration, in this process: items through a DataLoader, CPU of all its processes."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from avfusion.data.datasets import AVClipDataset
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    media, options = PATHS[spec["path"]]
+    folder = spec["prepared_dir"] if media == "prepared" else spec["raw_dir"]
+    cls = _legacy_dataset(AVClipDataset) if media == "legacy" else AVClipDataset
+    kwargs = dict(options, media="prepared" if media == "prepared" else "raw")
+    ds = cls(folder, "train", train=spec["transform"] == "train", image_size=224, **kwargs)
+    for row in ds.rows:  # probe the spans once, outside the timing (both paths need them)
+        ds.span(row)
+    order = torch.randperm(len(ds) * (spec["items"] // len(ds) + 1))[: spec["items"]] % len(ds)
+    loader = DataLoader(ds, batch_size=BATCH, sampler=order.tolist(), num_workers=spec["workers"],
+                        worker_init_fn=lambda _: torch.set_num_threads(1))
+    r0s, r0c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    n = 0
+    for batch in loader:
+        n += batch["image"].shape[0]
+    del loader  # workers exit and are reaped: their CPU time lands in RUSAGE_CHILDREN
+    wall = time.perf_counter() - t0
+    r1s, r1c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = sum(getattr(r1, f) - getattr(r0, f) for r0, r1 in ((r0s, r1s), (r0c, r1c)) for f in ("ru_utime", "ru_stime"))
+    return {"items": n, "wall_s": round(wall, 3), "cpu_s": round(cpu, 3)}
+
+
+def paired(spec: dict) -> dict:
+    """Every path on the same items, interleaved item by item in one process (no DataLoader):
+    path p's CPU seconds for item k are measured right after path p-1's, with the same torch seed,
+    so a load that drifts during the run weighs on every path alike. Cheap paths repeat each item
+    (`repeats`) to be timed over a comparable span. Returns {path: cpu seconds per item}."""
+    import torch
+
+    from avfusion.data.datasets import AVClipDataset
+
+    torch.set_num_threads(1)
+    sets = {}
+    for path in spec["paths"]:
+        media, options = PATHS[path]
+        folder = spec["prepared_dir"] if media == "prepared" else spec["raw_dir"]
+        cls = _legacy_dataset(AVClipDataset) if media == "legacy" else AVClipDataset
+        kwargs = dict(options, media="prepared" if media == "prepared" else "raw")
+        sets[path] = cls(folder, "train", train=spec["transform"] == "train", image_size=224, **kwargs)
+        for row in sets[path].rows:
+            sets[path].span(row)
+    n_clips = len(next(iter(sets.values())))
+    cost = {path: 0.0 for path in sets}
+    for k in range(spec["items"]):
+        for path, ds in sets.items():
+            repeats = spec["repeats"] if path.startswith("prepared") or "keyframe" in path else 1
+            t0 = time.process_time()
+            for _ in range(repeats):
+                torch.manual_seed(1000 + k)
+                ds[k % n_clips]
+            cost[path] += (time.process_time() - t0) / repeats
+    return {path: c / spec["items"] for path, c in cost.items()}
+
+
+def _load() -> float:
+    return os.getloadavg()[0]
+
+
+def _manifest(folder: Path, videos: list[Path]) -> Path:
+    from avfusion.data.manifest import write_manifest
+
+    rows = [{"clip_id": f"{i:03d}_{p.stem[:40]}", "split": "train", "video": str(p), "label": "clip"}
+            for i, p in enumerate(videos)]
+    write_manifest(folder, rows, classes=["clip"])
+    return folder
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--transforms", nargs="+", default=["train", "eval"])
+    parser.add_argument("--paths", nargs="+", default=list(PATHS))
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply the item counts")
+    parser.add_argument("--work", type=Path, default=Path.home() / ".cache" / "avfusion" / "data_throughput")
+    parser.add_argument("--testdata", type=Path, default=REPO.parent / "shared" / "testdata")
+    parser.add_argument("--no-testdata-set", action="store_true", help="skip the as-shipped testdata clips")
+    parser.add_argument("--tag", default=platform.node())
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "data_throughput.csv")
+    parser.add_argument("--measure", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.measure:
+        spec = json.loads(args.measure)
+        print(json.dumps(paired(spec) if spec.get("paired") else measure(spec)))
+        return 0
+
+    from youtube_like_clips import make_clips
+
+    from avfusion.data.prepared import cache_manifest
+
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    load_start = _load()
+    sets = {"youtube-like": make_clips(args.testdata, args.work / "clips")}
+    if not args.no_testdata_set:
+        sets["testdata"] = sorted(args.testdata.glob("**/*.mp4"))
+    dirs = {}
+    for name, videos in sets.items():
+        raw = _manifest(args.work / f"{name}-raw", videos)
+        t0 = time.perf_counter()
+        report = cache_manifest(raw, args.work / f"{name}-prepared", workers=max(args.workers), short_side=256,
+                                clips_per_shard=4)
+        print(f"{name}: prepared {report['prepared']} clips in {time.perf_counter() - t0:.1f} s "
+              f"(kept {report['resumed_shards']} shards of an earlier run), unreadable {report['unreadable']}",
+              flush=True)
+        dirs[name] = (raw, args.work / f"{name}-prepared")
+
+    rows = []
+    for transform in args.transforms:  # the headline ratios: paired, interleaved, in one process
+        spec = {"paired": True, "paths": args.paths, "transform": transform, "items": int(39 * args.scale),
+                "repeats": 5, "raw_dir": str(dirs["youtube-like"][0]), "prepared_dir": str(dirs["youtube-like"][1])}
+        load = _load()
+        out = subprocess.run([sys.executable, __file__, "--measure", json.dumps(spec)], check=True,
+                             capture_output=True, text=True, cwd=REPO).stdout
+        per_item = json.loads(out.strip().splitlines()[-1])
+        for path, seconds in per_item.items():
+            row = {"clipset": "youtube-like", "path": path, "transform": transform, "workers": "paired",
+                   "items": spec["items"], "cpu_s": round(seconds * spec["items"], 3),
+                   "items_per_cpu_s": round(1 / seconds, 2), "load_1min": round(load, 1)}
+            if "today" in per_item:
+                row["x_today"] = round(per_item["today"] / seconds, 2)
+            if "raw" in per_item:
+                row["x_raw"] = round(per_item["raw"] / seconds, 2)
+            rows.append(row)
+            print(f"paired {transform:5s} {path:18s} {row['items_per_cpu_s']:8.2f} items/cpu-s "
+                  f"x today {row.get('x_today', '')} (load {load:.1f})", flush=True)
+    plan = [("youtube-like", tr, w, args.paths) for tr in args.transforms for w in args.workers]
+    if "testdata" in dirs:
+        plan.append(("testdata", "train", 1, [p for p in ("today", "raw", "raw-keyframe-s256", "prepared")
+                                              if p in args.paths]))
+    for clipset, transform, workers, paths in plan:
+        group = {}
+        for path in paths:
+            spec = {"path": path, "transform": transform, "workers": workers,
+                    "items": max(8, int(ITEMS[path] * args.scale)),
+                    "raw_dir": str(dirs[clipset][0]), "prepared_dir": str(dirs[clipset][1])}
+            load = _load()
+            out = subprocess.run([sys.executable, __file__, "--measure", json.dumps(spec)], check=True,
+                                 capture_output=True, text=True, cwd=REPO).stdout
+            result = json.loads(out.strip().splitlines()[-1])
+            row = {"clipset": clipset, "path": path, "transform": transform, "workers": workers, **result,
+                   "items_per_s": round(result["items"] / result["wall_s"], 2),
+                   "items_per_cpu_s": round(result["items"] / result["cpu_s"], 2), "load_1min": round(load, 1)}
+            group[path] = row
+            rows.append(row)
+            print(f"{clipset:12s} {transform:5s} workers={workers} {path:18s} {row['items_per_cpu_s']:8.2f} items/cpu-s "
+                  f"{row['items_per_s']:8.2f} items/s (load {load:.1f})", flush=True)
+        for row in group.values():
+            if "today" in group:
+                row["x_today"] = round(row["items_per_cpu_s"] / group["today"]["items_per_cpu_s"], 2)
+            if "raw" in group:
+                row["x_raw"] = round(row["items_per_cpu_s"] / group["raw"]["items_per_cpu_s"], 2)
+    import av
+    import torch
+
+    meta = {"date": started, "tag": args.tag, "cores": os.cpu_count(), "load_start": round(load_start, 1),
+            "load_end": round(_load(), 1), "torch": torch.__version__, "av": av.__version__,
+            "cpu": _cpu_model()}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    columns = ["date", "tag", "cores", "cpu", "torch", "av", "clipset", "path", "transform", "workers", "items",
+               "wall_s", "cpu_s", "items_per_s", "items_per_cpu_s", "x_today", "x_raw", "load_1min"]
+    with open(args.out, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, columns)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({c: {**meta, **row}.get(c, "") for c in columns})
+    print(f"\n{meta}\n")
+    print("| clips | transform | workers | path | items/s per core | items/s (wall) | x today | x raw | load |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        wall = f"{r['items_per_s']:.1f}" if "items_per_s" in r else "-"
+        print(f"| {r['clipset']} | {r['transform']} | {r['workers']} | {r['path']} | {r['items_per_cpu_s']:.1f} | "
+              f"{wall} | {r.get('x_today', '')} | {r.get('x_raw', '')} | {r['load_1min']} |")
+    return 0
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
