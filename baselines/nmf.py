@@ -15,7 +15,6 @@ from typing import Literal
 
 import numpy as np
 from scipy.fft import dct
-from sklearn.cluster import KMeans
 
 EPS = 1e-12
 
@@ -101,6 +100,8 @@ def component_features(W: np.ndarray, H: np.ndarray, n_mfcc: int = 13,
 def cluster_components(features: np.ndarray, n_sources: int = 2, seed: int = 0) -> np.ndarray:
     """k-means labels (k,) in 0..n_sources-1 (a degenerate input may leave a source empty: its mask
     is then 0 and its estimate silent, which the evaluation skips and counts)."""
+    from sklearn.cluster import KMeans  # imported here: the Snakefile imports task modules to check configs
+
     return KMeans(n_clusters=n_sources, n_init=10, random_state=seed).fit_predict(features)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -228,21 +229,58 @@ def test_slurm_profile_resolves_from_the_repo_root_and_selects_slurm(tmp_path):
 
 def test_changed_job_config_moves_the_old_run_aside(tmp_path):
     """A run folder whose checkpoint came from another config is never resumed with the new one."""
+    from avfusion.jobconfig import run_job
+
     namespace = _common_namespace("smoke", tmp_path)
-    commands: list[str] = []
-    namespace["shell"] = commands.append  # record the launch command instead of running it
+    commands: list[list[str]] = []
+    launch = lambda argv: commands.append(argv) or 0  # noqa: E731  (record instead of running)
     run = tmp_path / "runs/smoke/pretrain/mae_image"
     cfg = namespace["job_config"]("pretrain", "mae_image")
-    namespace["run_job"]("pretrain", "mae_image", cfg, run / "launch.log")
+    argv = shlex.split(namespace["launch_args"]("pretrain", "mae_image"))
+    run_job(run, cfg, argv, launch=launch)
     (run / "checkpoints").mkdir()
     (run / "checkpoints/checkpoint_latest.pth").write_bytes(b"epoch 1 of the old config")
-    namespace["run_job"]("pretrain", "mae_image", cfg, run / "launch.log")  # same config: resume in place
+    run_job(run, cfg, argv, launch=launch)  # same config: resume in place
     assert list(tmp_path.glob("runs/smoke/pretrain/mae_image.replaced-*")) == []
     changed = namespace["deep_merge"](cfg, {"optim": {"epochs": 3}})
-    namespace["run_job"]("pretrain", "mae_image", changed, run / "launch.log")
+    run_job(run, changed, argv, launch=launch)
     (stale,) = tmp_path.glob("runs/smoke/pretrain/mae_image.replaced-*")
     assert (stale / "checkpoints/checkpoint_latest.pth").read_bytes() == b"epoch 1 of the old config"
     assert not (run / "checkpoints").exists()
     assert yaml.safe_load((run / "job_config.yaml").read_text())["optim"]["epochs"] == 3
-    assert len(commands) == 3 and "-m avfusion.launch --executor debug --task pretrain --config" in commands[-1]
-    assert f"--out {run}" in commands[-1] and "--cpus 1 --gpus 0 --mem-gb 1 --time-min 10" in commands[-1]
+    line = " ".join(commands[-1])
+    assert len(commands) == 3 and line.startswith("--executor debug --task pretrain --job-name")
+    assert line.endswith(f"--cpus 1 --gpus 0 --mem-gb 1 --time-min 10 --partition  --account  "
+                         f"--config {run}/job_config.yaml --out {run}")
+
+
+def test_finished_run_stays_until_its_replacement_has_finished(tmp_path):
+    """A rerun of a finished run goes to <run>.next; a failure leaves <run> as it was, a success
+    swaps the folders (the finished one moves to <run>.replaced-<time>) and keeps the job's log."""
+    from avfusion.jobconfig import run_job
+
+    run = tmp_path / "pretrain/x"
+    run.mkdir(parents=True)
+    (run / "metrics.json").write_text('{"metrics": {"loss": 1.0}}')
+    (run / "launch.log").write_text("first run\n")
+
+    def failing(argv):
+        assert argv[-2:] == ["--out", str(run.with_name("x.next"))]
+        return 1
+
+    assert run_job(run, {"seed": 1}, ["--task", "pretrain"], run / "launch.log", launch=failing) == 1
+    assert (run / "metrics.json").read_text() == '{"metrics": {"loss": 1.0}}'
+    assert sorted(p.name for p in run.parent.iterdir()) == ["x", "x.next"]
+
+    def finishing(argv):
+        Path(argv[-1], "metrics.json").write_text('{"metrics": {"loss": 0.5}}')
+        return 0
+
+    assert run_job(run, {"seed": 2}, ["--task", "pretrain"], run / "launch.log", launch=finishing) == 0
+    assert (run / "metrics.json").read_text() == '{"metrics": {"loss": 0.5}}'
+    assert yaml.safe_load((run / "job_config.yaml").read_text()) == {"seed": 2}
+    (old,) = run.parent.glob("x.replaced-*")        # the finished run, whole
+    assert (old / "metrics.json").read_text() == '{"metrics": {"loss": 1.0}}'
+    assert (run / "launch.log").read_text() == "first run\n"   # the log Snakemake appended to
+    assert len(list(run.parent.glob("x.next.replaced-*"))) == 1   # the failed attempt's folder (seed 1)
+    assert not run.with_name("x.next").exists()

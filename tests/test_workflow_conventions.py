@@ -31,7 +31,7 @@ def _jobs(stdout: str) -> list[dict]:
         res = re.search(r"^    resources: (.+)$", block, re.M)
         bench = re.search(r"^    benchmark: (.+)$", block, re.M)
         out = re.search(r"^    output: (.+)$", block, re.M)
-        jobs.append({"rule": m.group(1), "output": out.group(1) if out else "",
+        jobs.append({"rule": m.group(1), "output": out.group(1).removesuffix(" (update)") if out else "",
                      "benchmark": bench.group(1) if bench else None,
                      "resources": dict(kv.split("=", 1) for kv in res.group(1).split(", ")) if res else {}})
     return jobs
@@ -70,7 +70,7 @@ def test_local_gpu_jobs_run_one_at_a_time_and_the_report_builds_on_a_partial_run
     events = re.findall(r"^(?:local)?rule (downstream):|^Finished jobid: \d+ \(Rule: (downstream)\)", log, re.M)
     assert [("start" if a else "end") for a, b in events] == ["start", "end", "start", "end"], log[-3000:]
     assert "Shell command: None" not in log
-    assert "Shell command: python -m avfusion.jobconfig" in log and "-m avfusion.launch --executor debug" in log
+    assert "Shell command: python -m avfusion.jobconfig" in log and " -- --executor debug --task efficiency" in log
     for variant in ("deepavfusion", "dense"):
         assert (runs / variant / "benchmark.tsv").read_text().startswith("s\th:m:s\tmax_rss")
         assert yaml.safe_load((runs / variant / "job_config.yaml").read_text())["model"]["preset"] == "deepavfusion-smoke"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn import metrics as skm
 
 
 def _numpy(x) -> np.ndarray:
@@ -29,6 +28,8 @@ def top1_accuracy(logits, labels) -> float:
 
 def multilabel_map_auc(scores, targets) -> dict:
     """{'map', 'auc'} in % over classes seen in `targets (N, C)` (multi-hot), plus counts."""
+    from sklearn import metrics as skm  # imported here: the Snakefile imports task modules to check configs
+
     scores, targets = _numpy(scores).astype(np.float64), _numpy(targets)
     if scores.shape != targets.shape or scores.ndim != 2:
         raise ValueError(f"multilabel_map_auc: scores {scores.shape} and targets {targets.shape} must both be (N, C)")

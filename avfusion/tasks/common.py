@@ -210,18 +210,15 @@ def load_job_config(config_cls: type, files: list, overrides: list, recipes: dic
 
 
 def check_job_config(command: str, data: dict) -> Any:
-    """Validate the config dict of `avfusion <command>` as the job will read it (written as YAML,
-    read back, built into the command's own Config class); raises ConfigError naming the key.
-    The Snakefile calls this for every job it plans, so a bad `tasks.*` key fails at parse time."""
+    """Validate the config dict of `avfusion <command>` as the job will (built into the command's own
+    Config class, recipe layer included); raises ConfigError naming the key. The Snakefile calls
+    this for every job it plans, so a bad `tasks.*` key fails at parse time."""
     import importlib
 
-    import yaml
-
     from ..cli import COMMANDS
-    from ..config import yaml_load
 
     module = importlib.import_module(COMMANDS[command][0])
-    return build_job_config(module.Config, yaml_load(yaml.safe_dump(data)), getattr(module, "RECIPES", None))
+    return build_job_config(module.Config, data, getattr(module, "RECIPES", None))
 
 
 def move_run_aside(out_dir: Path, keep: tuple[str, ...] = ()) -> Path | None:

@@ -4,7 +4,7 @@
 rule classical_separation:
     """avfusion classical-separation (NMF / RPCA) on the fixed evaluation pairs."""
     input: manifest=lambda w: f"{manifest_dir(dataset_of('separation', w.variant))}/manifest.csv"
-    output: f"{RUNS}/separation/{{variant}}/metrics.json"
+    output: update(f"{RUNS}/separation/{{variant}}/metrics.json")  # kept until the new run has finished (avfusion.jobconfig)
     wildcard_constraints: variant=wildcard_regex(variants_of("classical"))
     log: f"{RUNS}/separation/{{variant}}/launch.log"
     benchmark: f"{RUNS}/separation/{{variant}}/benchmark.tsv"

@@ -180,7 +180,32 @@ def job_config(task, variant):
                 cfg["init"] = {"image": pretrain_run("mae_image", seed), "audio": pretrain_run("mae_audio", seed)}
     elif kind in ("avmae", "unimodal") and task not in ("pretrain", "efficiency"):
         cfg["init"] = {"checkpoint": pretrain_run(name, seed)}
-    return deep_merge(cfg, spec.get(section, {}))
+    cfg = deep_merge(cfg, spec.get(section, {}))
+    check_job(section, variant, cfg)
+    return cfg
+
+
+_CHECKED_JOBS = {}
+
+
+def check_job(command, variant, cfg):
+    """Validate a job's config against its task's own Config class (avfusion.tasks.common), as the
+    job will read it: a bad key in `tasks.<task>` or `variants.<name>.<task>` fails here, when the
+    Snakefile is parsed, before any run folder is touched."""
+    import json
+    from avfusion.config import ConfigError
+    from avfusion.tasks.common import check_job_config
+
+    key = (command, json.dumps(cfg, sort_keys=True, default=str))
+    if key in _CHECKED_JOBS:
+        return
+    try:
+        check_job_config(command, cfg)
+    except ConfigError as err:
+        where = f"tasks.{command}" + (f" or variants.{split_variant(variant)[0]}.{command}"
+                                      if command in VARIANTS[split_variant(variant)[0]] else "")
+        _fail(where, f"job {command}/{variant}: {err}")
+    _CHECKED_JOBS[key] = True
 
 
 def job_resources(task):
@@ -195,40 +220,35 @@ def job_threads(task):
     return 1 if config["executor"] == "slurm" else job_resources(task)["cpus"]
 
 
-def launch_command(task, variant, config_file, command=None):
-    """`python -m avfusion.launch ...` for run folder <task>/<variant>; `command` = the avfusion command
-    when it differs from the folder's task (classical-separation writes separation/<variant>)."""
+def launch_args(task, variant, command=None):
+    """`avfusion.launch` arguments but --config and --out for run folder <task>/<variant>; `command` =
+    the avfusion command when it differs from the folder's task (classical-separation writes separation/<variant>)."""
     command = command or task
     res = job_resources(command)
-    args = ["python", "-m", "avfusion.launch", "--executor", config["executor"], "--task", command,
-            "--config", config_file, "--out", run_dir(task, variant),
-            "--job-name", f"avf-{SCALE}-{task}-{variant}"]
+    args = ["--executor", config["executor"], "--task", command, "--job-name", f"avf-{SCALE}-{task}-{variant}"]
     for key, value in res.items():
         args += [f"--{key.replace('_', '-')}", str(value)]
     return " ".join(shlex.quote(a) for a in args)
 
 
 def run_job(task, variant, cfg, log, command=None):
-    """Write <run>/job_config.yaml and run the job through avfusion.launch, in-process (the rules
-    run the same two steps as one shell command: `job_shell`). A run folder left by a different
-    config (its checkpoint would be resumed) is moved aside to <run>.replaced-<time> first."""
-    from avfusion.jobconfig import write_job_config
+    """What a heavy rule's shell command does (`job_shell`), in this process (avfusion.jobconfig)."""
+    from avfusion.jobconfig import run_job as run_in_folder
 
-    config_file = Path(run_dir(task, variant)) / "job_config.yaml"
-    write_job_config(config_file.parent, cfg)
     Path(log).parent.mkdir(parents=True, exist_ok=True)
-    shell(f"{launch_command(task, variant, str(config_file), command)} >> {shlex.quote(str(log))} 2>&1")
+    return run_in_folder(run_dir(task, variant), cfg, shlex.split(launch_args(task, variant, command)), log)
 
 
 def job_shell(task, variant, command=None):
-    """The heavy rules' shell command: write <run>/job_config.yaml (avfusion.jobconfig: the old run
-    folder is moved aside if the config changed), then avfusion.launch, appending to the log."""
+    """The heavy rules' shell command: avfusion.jobconfig writes <run>/job_config.yaml (a run folder of
+    another config is moved aside; a finished run is rerun in <run>.next and replaced only once the
+    new one has finished) and runs avfusion.launch."""
     import json
 
     folder = run_dir(task, variant)
     cfg = json.dumps(job_config(task, variant), separators=(",", ":"))
-    return (f"python -m avfusion.jobconfig {shlex.quote(folder)} {shlex.quote(cfg)} && "
-            f"{launch_command(task, variant, f'{folder}/job_config.yaml', command)}")
+    return (f"python -m avfusion.jobconfig {shlex.quote(folder)} {shlex.quote(cfg)} "
+            f"--log {shlex.quote(str(Path(folder, 'launch.log')))} -- {launch_args(task, variant, command)}")
 
 
 # ----------------------------------------------------------------------------- scheduler resources
@@ -334,6 +354,13 @@ for _dataset, _spec in config["datasets"].items():
         _fail(f"datasets.{_dataset}.source", f"tuxav exists at scales smoke and tiny, not {SCALE}")
     if _spec["source"] == "prepare" and "name" not in _spec:
         _fail(f"datasets.{_dataset}.name", "missing: the `avfusion data prepare` dataset key")
+for _name, _spec in VARIANTS.items():  # every job config of the DAG, validated by its task's Config
+    _tasks = {"avmae": ["pretrain", *DOWNSTREAM_TASKS], "unimodal": ["pretrain", *DOWNSTREAM_TASKS],
+              "supervised": ["separation"], "classical": ["separation"]}.get(_spec["kind"], [])
+    for _task in _tasks:
+        _key = "classical-separation" if _spec["kind"] == "classical" else _task
+        if _task == "efficiency" or config["task_datasets"].get(_key):
+            job_config(_task, _name)
 if bool(config["unimodal_init"]["image"]) != bool(config["unimodal_init"]["audio"]):
     _fail("unimodal_init", "give both image and audio weight files, or neither")
 if config["executor"] == "slurm":

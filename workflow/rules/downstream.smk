@@ -5,7 +5,7 @@
 rule downstream:
     """avfusion <task> (linprobe, finetune, separation, segmentation, localization, efficiency)."""
     input: unpack(downstream_inputs)
-    output: f"{RUNS}/{{task}}/{{variant}}/metrics.json"
+    output: update(f"{RUNS}/{{task}}/{{variant}}/metrics.json")  # kept until the new run has finished (avfusion.jobconfig)
     wildcard_constraints:
         task="|".join(DOWNSTREAM_TASKS),
         variant=wildcard_regex(variants_of("avmae", "unimodal", "supervised")),

@@ -6,7 +6,7 @@
 rule pretrain:
     """avfusion pretrain through avfusion.launch (executor from the config / profile)."""
     input: unpack(pretrain_inputs)
-    output: f"{RUNS}/pretrain/{{variant}}/metrics.json"
+    output: update(f"{RUNS}/pretrain/{{variant}}/metrics.json")  # kept until the new run has finished (avfusion.jobconfig)
     wildcard_constraints: variant=pretrain_regex()
     log: f"{RUNS}/pretrain/{{variant}}/launch.log"
     benchmark: f"{RUNS}/pretrain/{{variant}}/benchmark.tsv"
