@@ -9,11 +9,13 @@ replaced by another clip (the official code silently substitutes a random sample
 Channels are averaged; other rates go through the Hann-windowed sinc resampler of
 `avfusion.audio.resample` (torchaudio's default, used by the official video datasets).
 wav/flac/ogg are decoded with libsndfile (same samples, ~25x faster on short files), the rest with
-PyAV; a stream that ends well before its declared duration is reported as truncated.
+PyAV; a stream that ends well before its declared duration (or a wav whose data chunk is shorter
+than its header says) is reported as truncated, never padded as if complete.
 """
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +32,7 @@ SOUNDFILE_SUFFIXES = {".wav", ".flac", ".ogg"}
 _SEEK_AFTER_S = 5.0  # windows starting later than this seek instead of decoding from the start
 _MARGIN_S = 0.05  # extra audio decoded on each side so resampling has no edge effects
 _TRUNCATION_TOL_S = 0.15  # decoded audio may end this much before the declared end (codec padding)
+_WAV_DATA_CUT = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.M)
 
 
 class MediaError(ValueError):
@@ -177,6 +180,11 @@ def _soundfile_segment(path: Path, t0: float, t_end: float) -> tuple[np.ndarray,
     except (RuntimeError, soundfile.LibsndfileError):
         return None
     rate, frames = info.samplerate, info.frames
+    cut = _WAV_DATA_CUT.search(info.extra_info or "")  # libsndfile: "data : 96000 (should be 59956)"
+    if cut and int(cut.group(2)) < int(cut.group(1)):
+        declared = frames / rate * int(cut.group(1)) / max(int(cut.group(2)), 1)
+        raise MediaError(f"{path}: truncated or corrupt: the header declares {declared:.3f} s of audio, "
+                         f"the file holds {frames / rate:.3f} s")
     first = min(frames, max(0, int(math.floor((t0 - 2 * _MARGIN_S) * rate))))
     first -= first % _grid_step(rate)  # read_audio aligns its crop to the output grid
     last = frames if math.isinf(t_end) else min(frames, int(math.ceil((t_end + _MARGIN_S) * rate)))
@@ -186,6 +194,9 @@ def _soundfile_segment(path: Path, t0: float, t_end: float) -> tuple[np.ndarray,
         data, _ = soundfile.read(str(path), start=first, stop=last, dtype="float32", always_2d=True)  # (n, C)
     except (RuntimeError, soundfile.LibsndfileError) as err:
         raise MediaError(f"{path}: audio decoding failed ({err})") from None
+    if len(data) < last - first - _TRUNCATION_TOL_S * rate:  # e.g. a FLAC whose frames stop early
+        raise MediaError(f"{path}: truncated or corrupt: audio ends at {(first + len(data)) / rate:.3f} s "
+                         f"but the header declares {frames / rate:.3f} s")
     return data.mean(axis=1), first / rate, rate, frames / rate  # channels averaged
 
 

@@ -11,7 +11,8 @@ Timing (spec 1.3, 4.5): a 3 s audio window and one frame per item.
   nearest the window centre (eval: deterministic, unlike the official code, spec 8 item 42);
   segmentation / localization always take the annotated frame at `frame_time` (its mask / boxes).
 Train randomness uses torch's global RNG, which DataLoader seeds per worker; eval uses none.
-A clip that cannot be read raises MediaError naming the file (never a random substitute).
+A clip that cannot be read, or whose audio window holds NaN/inf, raises MediaError naming the file
+and the clip (never a random substitute).
 
 Media (README "Data loading speed"): `media=None` reads a folder made by `avfusion data cache` from
 its shards (`data/prepared.py`: frame rule "the kept frame at or before t", same audio samples) and
@@ -119,6 +120,10 @@ class _ManifestClips(Dataset):
         if wave.numel() < MIN_AUDIO_S * audio_lib.SAMPLE_RATE:
             raise MediaError(f"{path}: too short: {wave.numel() / audio_lib.SAMPLE_RATE:.3f} s of audio in "
                              f"[{t0:.3f}, {t1:.3f}] s (clip {row['clip_id']}; at least {MIN_AUDIO_S} s needed)")
+        if not bool(torch.isfinite(wave).all()):
+            bad = int((~torch.isfinite(wave)).sum())
+            raise MediaError(f"{path}: {bad} non-finite (NaN/inf) audio samples in [{t0:.3f}, {t1:.3f}] s "
+                             f"(clip {row['clip_id']})")
         return audio_lib.pad_or_trim(wave)
 
     def frame(self, row: dict, t0: float, t1: float, centre: float, annotated: bool = False) -> np.ndarray:

@@ -112,7 +112,8 @@ def read_json(path: str | Path):
 # ----------------------------------------------------------------------------- media probes
 
 def probe_av(path: Path, need_video: bool, need_audio: bool) -> tuple[float | None, str | None]:
-    """Open a media file with PyAV; -> (duration_s, None) or (None, reason)."""
+    """Open a media file with PyAV, then check it as training reads it (check_training_media);
+    -> (duration_s, None) or (None, reason)."""
     import av
 
     try:
@@ -130,9 +131,42 @@ def probe_av(path: Path, need_video: bool, need_audio: bool) -> tuple[float | No
                     duration = float(stream.duration * stream.time_base)
             if duration is None or duration <= 0:
                 return None, "zero or unknown duration"
-            return duration, None
     except Exception as err:  # PyAV raises many error types for broken files
         return None, f"unreadable media ({type(err).__name__})"
+    return check_training_media(path, duration, need_video) if need_audio else (duration, None)
+
+
+TRUNCATION_TOL_S = 0.15  # decoded audio may end this much before its header's end (codec padding)
+
+
+def check_training_media(path: Path, duration: float, need_video: bool) -> tuple[float | None, str | None]:
+    """Read what training reads: the whole audio track as the datasets decode it (finite samples,
+    as long as its header says, covering the 3 s window the recipes draw) and, for a video, the
+    frame at its middle. -> (usable duration: where the audio ends, if before `duration`; None)
+    or (None, reason); reasons are categories, counted per reason in report.json."""
+    import numpy as np
+
+    from ...audio import CLIP_SECONDS as WINDOW_S, SAMPLE_RATE
+    from ...media import MediaError, probe, read_audio, read_frame
+
+    try:
+        wave = read_audio(path)  # (n,) float32 at 16 kHz, the file's whole audio
+    except MediaError as err:
+        return None, "truncated or corrupt audio" if "truncated" in str(err) else "unreadable audio"
+    if not np.isfinite(wave.numpy()).all():
+        return None, "non-finite audio samples (NaN/inf)"
+    audio_s = wave.numel() / SAMPLE_RATE
+    declared = probe(path).audio_duration
+    if declared is not None and audio_s < declared - TRUNCATION_TOL_S:
+        return None, "truncated or corrupt audio"  # e.g. a wav cut short: fewer samples than its header
+    if audio_s < min(WINDOW_S, duration) - TRUNCATION_TOL_S:
+        return None, f"audio shorter than the {WINDOW_S:g} s window"
+    if need_video:
+        try:
+            read_frame(path, min(duration, audio_s) / 2)
+        except MediaError:
+            return None, "undecodable video frame"
+    return min(duration, audio_s), None
 
 
 def probe_image(path: Path) -> tuple[tuple[int, int] | None, str | None]:
