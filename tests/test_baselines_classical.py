@@ -97,8 +97,11 @@ def test_blind_separation_beats_the_mixture_on_real_recordings(testdata, method)
     assert np.mean(sdrs) > np.mean(sdr_mixes) + 0.5
 
 
-def test_classical_separation_job_names_a_missing_manifest(tmp_path):
+def test_classical_separation_job_names_a_missing_manifest(tmp_path, capsys):
     from avfusion.cli import main as cli_main
 
-    with pytest.raises(SystemExit, match="data.manifest"):
-        cli_main(["classical-separation", "--set", "method=rpca", "--out", str(tmp_path / "run")])
+    # one line on stderr and exit code 1 (config) since issue 19 (was a SystemExit carrying the line)
+    assert cli_main(["classical-separation", "--set", "method=rpca", "--out", str(tmp_path / "run")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "data.manifest" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()

@@ -2,6 +2,7 @@
 import csv
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -147,8 +148,9 @@ def test_assets_are_small_and_licensed():
     assert "tuxpaint-stamps-default" in (ASSET_DIR / "README.md").read_text()
 
 
-def test_prepare_command_names_unknown_datasets_and_missing_roots(tmp_path):
-    with pytest.raises(SystemExit, match="unknown dataset 'vggsnd'; choose from .*vggsound"):
-        cli_main(["data", "prepare", "vggsnd", "--root", str(tmp_path), "--out", str(tmp_path / "out")])
-    with pytest.raises(FileNotFoundError, match="dataset root not found"):
-        cli_main(["data", "prepare", "vggsound", "--root", str(tmp_path / "none"), "--out", str(tmp_path / "o")])
+def test_prepare_command_names_unknown_datasets_and_missing_roots(tmp_path, capsys):
+    # one line on stderr with exit code 2 (usage) / 3 (data) since issue 19 (were SystemExit / a traceback)
+    assert cli_main(["data", "prepare", "vggsnd", "--root", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
+    assert re.search("unknown dataset 'vggsnd'; choose from .*vggsound", capsys.readouterr().err)
+    assert cli_main(["data", "prepare", "vggsound", "--root", str(tmp_path / "none"), "--out", str(tmp_path / "o")]) == 3
+    assert "dataset root not found" in capsys.readouterr().err

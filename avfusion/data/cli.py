@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -105,8 +106,11 @@ def main(args: argparse.Namespace) -> int:
     from . import layouts  # imported only for this subcommand
 
     if args.dataset not in layouts.DATASETS:
-        raise SystemExit(f"error: unknown dataset {args.dataset!r}; choose from {', '.join(layouts.DATASETS)}")
+        print(f"error: unknown dataset {args.dataset!r}; choose from {', '.join(layouts.DATASETS)}", file=sys.stderr)
+        return 2  # usage (avfusion.cli)
     report = layouts.prepare(args.dataset, args.root, args.out, check_media=not args.no_media_check)
     kept, skipped = report.get("kept"), report.get("skipped")
-    print(f"{args.dataset} -> {args.out}: kept {kept}, skipped {skipped} (reasons in {args.out / 'report.json'})")
+    reasons = ", ".join(f"{n} {r}" for r, n in sorted(report.get("reasons", {}).items(), key=lambda x: -x[1]))
+    print(f"{args.dataset} -> {args.out}: kept {kept}, skipped {skipped}{f' ({reasons})' if reasons else ''}; "
+          f"each skipped file is named in {args.out / 'report.json'}")
     return 0

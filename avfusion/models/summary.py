@@ -10,6 +10,7 @@ the `trainable` line excludes parameters with requires_grad=False.
 from __future__ import annotations
 
 import argparse
+import sys
 from collections import OrderedDict
 
 import torch
@@ -83,7 +84,8 @@ def main(args: argparse.Namespace) -> int:
         section = merge(section, {"preset": args.preset})
     section = merge(section, parse_overrides(args.overrides))
     if "preset" not in section and "family" not in section:
-        raise SystemExit("error: give --preset NAME or a --config with a model dict")
+        print("error: give --preset NAME or a --config with a model dict", file=sys.stderr)
+        return 2  # usage (avfusion.cli)
     try:
         model = build_on_meta(section)
     except ConfigError as err:
