@@ -48,6 +48,8 @@ def every_run(tmp_path: Path, scale: str, extra_datasets: dict[str, list[str]] |
     seeds = scale_seeds(scale)
     for name, spec in EXPERIMENTS.items():
         kind = spec["kind"]
+        if kind == "released":   # not part of `all`: tests/test_released.py
+            continue
         tasks = {"classical": ["separation"], "supervised": ["separation"]}.get(kind, ["pretrain", *DOWNSTREAM])
         for task in tasks:
             once = len(seeds) == 1 or (task == "pretrain" and spec.get("shared_pretrain"))
@@ -69,7 +71,10 @@ def assert_plans_every_table(stdout: str, results: Path) -> None:
 
 
 def test_experiments_name_every_variant_of_tables_3_to_7_once():
-    assert sorted(EXPERIMENTS) == sorted(TABLE_VARIANTS)
+    # (issue 18: the two `released` variants start from the released checkpoint files; no table row)
+    assert sorted(n for n, s in EXPERIMENTS.items() if s["kind"] != "released") == sorted(TABLE_VARIANTS)
+    assert {n: s["released"] for n, s in EXPERIMENTS.items() if s["kind"] == "released"} == {
+        "released_vggsound": "vggsound", "released_audioset": "audioset"}
     assert EXPERIMENTS["av_mae_late"] == {"kind": "alias", "alias_of": "late_fusion"}
 
 

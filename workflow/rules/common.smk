@@ -153,6 +153,16 @@ def needs_unimodal_runs(name):
     return spec["kind"] == "avmae" and spec.get("unimodal_init", True) and not config["unimodal_init"]["image"]
 
 
+def released_checkpoint(name):
+    """The released checkpoint file of variant `name` (kind released); empty -> a config error."""
+    key = VARIANTS[name]["released"]
+    path = config.get("released_checkpoints", {}).get(key, "")
+    if not path:
+        _fail(f"released_checkpoints.{key}", "empty; give the released checkpoint_latest.pth "
+              f"(README \"Released checkpoints\") to run variant {name}")
+    return path
+
+
 def run_dir(task, variant):
     return f"{RUNS}/{task}/{variant}"
 
@@ -167,7 +177,7 @@ def job_config(task, variant):
     cfg = deep_merge(config["tasks"].get(section, {}), {"seed": seed, "scale": SCALE})
     if task != "efficiency":
         cfg = deep_merge(cfg, {"data": {"manifest": manifest_dir(dataset_of(task, variant))}})
-    if kind in ("avmae", "unimodal"):
+    if kind in ("avmae", "unimodal", "released"):
         cfg["model"] = model_section(name)
     if kind == "supervised":
         cfg["sop"] = sop_section(name)
@@ -180,6 +190,8 @@ def job_config(task, variant):
                 cfg["init"] = {"image": pretrain_run("mae_image", seed), "audio": pretrain_run("mae_audio", seed)}
     elif kind in ("avmae", "unimodal") and task not in ("pretrain", "efficiency"):
         cfg["init"] = {"checkpoint": pretrain_run(name, seed)}
+    elif kind == "released" and task != "efficiency":
+        cfg["init"] = {"checkpoint": released_checkpoint(name)}
     cfg = deep_merge(cfg, spec.get(section, {}))
     check_job(section, variant, cfg)
     return cfg
@@ -281,6 +293,23 @@ def downstream_resource(key):
     return lambda wildcards: rule_resources(wildcards.task)[key]
 
 
+def released_runs(wildcards=None):
+    """Every downstream run of the released variants whose checkpoint the config gives: each task
+    of Tables 1-3 and 7 on each of its datasets (the first dataset is the plain folder), every seed."""
+    runs = []
+    for name in variants_of("released"):
+        if not config.get("released_checkpoints", {}).get(VARIANTS[name]["released"]):
+            continue
+        for task in ("linprobe", "finetune", "separation", "segmentation", "localization"):
+            for i, dataset in enumerate(config["task_datasets"].get(task, [])):
+                folder = name if i == 0 else f"{name}@{dataset}"
+                runs += [f"{run_dir(task, folder + seed_folder(seed))}/metrics.json" for seed in SEEDS]
+    if not runs:
+        _fail("released_checkpoints", "no released checkpoint given (vggsound / audioset); "
+              "see README \"Released checkpoints\"")
+    return runs
+
+
 # ----------------------------------------------------------------------------- input functions
 def pretrain_inputs(wildcards):
     name, _ = split_variant(wildcards.variant)
@@ -302,6 +331,8 @@ def downstream_inputs(wildcards):
         inputs["manifest"] = f"{manifest_dir(dataset_of(wildcards.task, wildcards.variant))}/manifest.csv"
     if kind in ("avmae", "unimodal") and wildcards.task != "efficiency":
         inputs["pretrain"] = f"{pretrain_run(name, split_seed(wildcards.variant)[1])}/metrics.json"
+    if kind == "released" and wildcards.task != "efficiency":
+        inputs["checkpoint"] = released_checkpoint(name)
     return inputs
 
 
@@ -338,7 +369,7 @@ for _name, _spec in VARIANTS.items():
         target = VARIANTS.get(_spec["alias_of"])
         if target is None or target["kind"] == "alias":
             _fail(f"variants.{_name}.alias_of", f"{_spec['alias_of']!r} is not a (non-alias) variant")
-    if _spec["kind"] in ("avmae", "unimodal"):
+    if _spec["kind"] in ("avmae", "unimodal", "released"):
         model_section(_name)
     if _spec["kind"] == "supervised":
         sop_section(_name)

@@ -8,7 +8,7 @@ rule downstream:
     output: update(f"{RUNS}/{{task}}/{{variant}}/metrics.json")  # kept until the new run has finished (avfusion.jobconfig)
     wildcard_constraints:
         task="|".join(DOWNSTREAM_TASKS),
-        variant=wildcard_regex(variants_of("avmae", "unimodal", "supervised")),
+        variant=wildcard_regex(variants_of("avmae", "unimodal", "supervised", "released")),
     log: f"{RUNS}/{{task}}/{{variant}}/launch.log"
     benchmark: f"{RUNS}/{{task}}/{{variant}}/benchmark.tsv"
     params: job=lambda w: job_shell(w.task, w.variant)
@@ -19,3 +19,9 @@ rule downstream:
         gpus=downstream_resource("gpus"),
     conda: "../../environment.yml"
     shell: "{params.job} >> {log:q} 2>&1"
+
+
+rule released:
+    """Every downstream run (Tables 1-3, 7) of the released checkpoints that the config gives."""
+    input: released_runs
+    localrule: True
