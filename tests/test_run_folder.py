@@ -135,3 +135,6 @@ def test_a_job_that_fails_at_start_leaves_no_run_folder(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "no_such_manifest" in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
+    with pytest.raises(FileNotFoundError, match="manifest not found"):   # --debug: the traceback instead
+        cli_main(pretrain_args(tmp_path / "no_such_manifest", out) + ["--debug"])
+    assert not out.exists()
