@@ -39,9 +39,11 @@ def _atomic_write_bytes(path: str | Path, data: bytes) -> Path:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(err, OSError) and err.filename is None:  # e.g. a full disk: name the file
+            raise OSError(err.errno, err.strerror, str(path)) from err
         raise
     return path
 
