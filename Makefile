@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 JOBS   ?= 2
 
-.PHONY: setup system tiny smoke test clean-results
+.PHONY: setup setup-gpu check-env system tiny smoke test test-nosystem clean-results
 
 setup: $(STAMP)
 
@@ -18,6 +18,17 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 	$(VENV)/bin/pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 
+# GPU machine (Linux x86_64 + NVIDIA driver): the same pins with torch's CUDA build from the package
+# index (no local CPU wheel, no pytorch conda channel); see environment.yml for the conda route.
+setup-gpu: requirements.txt pyproject.toml
+	test -x $(PY) || python3.11 -m venv $(VENV)
+	$(VENV)/bin/pip install -q -r requirements.txt
+	$(VENV)/bin/pip install -q --no-deps --no-build-isolation -e .
+	$(PY) scripts/check_env.py --fix
+
+check-env:
+	$(PY) scripts/check_env.py
+
 # Debian packages for the single-node SLURM that the tests start (needs root, like CI).
 system:
 	bash scripts/install-system.sh
@@ -29,6 +40,11 @@ smoke: setup
 	PATH=$(abspath $(VENV))/bin:$$PATH snakemake --profile workflow/profiles/local --cores $(JOBS) --config scale=smoke -- all
 
 test: setup system
+	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m pytest -q
+
+# Without root or apt: the SLURM tests skip (they say why), tests needing ../shared/testdata skip
+# unless AVFUSION_TESTDATA points at the test media.
+test-nosystem: setup
 	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m pytest -q
 
 clean-results:

@@ -1,4 +1,9 @@
-"""Shared fixtures: the real test media in ../shared/testdata, deterministic torch."""
+"""Shared fixtures: the real test media in ../shared/testdata, deterministic torch.
+
+Without the test media (a clone from elsewhere) the tests that need them are skipped with the
+reason; set AVFUSION_TESTDATA to the folder if it lives elsewhere. Under CI (CI=true) a missing
+folder is an error, so that CI never passes by skipping.
+"""
 from __future__ import annotations
 
 import os
@@ -22,7 +27,12 @@ def _testdata_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def testdata() -> Path:
-    return _testdata_dir()
+    try:
+        return _testdata_dir()
+    except RuntimeError as err:
+        if os.environ.get("CI", "").lower() == "true":
+            raise
+        pytest.skip(str(err))
 
 
 @pytest.fixture(scope="session")
