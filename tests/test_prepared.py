@@ -163,3 +163,18 @@ def test_prepare_resumes_after_kill_9_without_redoing_finished_shards(tmp_path, 
     assert len(after) == 24 and not list(folder.glob(".*tmp"))
     ds = AVClipDataset(out, "train", train=False, image_size=64)
     assert len(ds) == 12 and ds[11]["audio"].shape == (1, 128, 192)
+
+
+def test_a_second_run_on_the_same_folder_is_refused_while_one_writes_it(tmp_path, clips):
+    import fcntl
+
+    src, out = tmp_path / "raw", tmp_path / "prepared"
+    _manifest(src, clips[:1])
+    (out / "prepared").mkdir(parents=True)
+    with open(out / "prepared" / ".lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(ValueError, match="another `avfusion data cache` is writing"):
+            cache_manifest(src, out, short_side=SHORT)
+    assert cache_manifest(src, out, short_side=SHORT)["prepared"] == 1
+    with pytest.raises(ValueError, match="other settings"):
+        cache_manifest(src, out, short_side=SHORT + 32)

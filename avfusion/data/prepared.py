@@ -30,6 +30,7 @@ k / 16000 s, which is where `read_audio` puts its samples too: the same samples 
 from __future__ import annotations
 
 import csv
+import fcntl
 import hashlib
 import io
 import json
@@ -182,6 +183,25 @@ def cache_manifest(manifest_dir, out_dir, workers: int = 1, short_side: int = DE
                 "jpeg_quality": int(jpeg_quality), "audio_rate": SAMPLE_RATE}
     folder = out_dir / "prepared"
     folder.mkdir(parents=True, exist_ok=True)
+    lock = open(folder / ".lock", "w")  # one run per folder: a second would delete the first's temp files
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise ValueError(f"{out_dir}: another `avfusion data cache` is writing this folder") from None
+    try:
+        return _cache(manifest_dir, out_dir, rows, settings, folder, clips_per_shard, workers, stream,
+                      lock.fileno())
+    finally:
+        lock.close()
+
+
+def _close_fd(fd: int) -> None:
+    os.close(fd)  # a worker must not keep the folder's lock after its parent is killed
+
+
+def _cache(manifest_dir: Path, out_dir: Path, rows: list[dict], settings: dict, folder: Path,
+           clips_per_shard: int, workers: int, stream, lock_fd: int) -> dict:
     chunks = [rows[i:i + clips_per_shard] for i in range(0, len(rows), clips_per_shard)]
     plan = {"format": FORMAT_VERSION, "source": str(manifest_dir.resolve()), "settings": settings,
             "plan_id": _plan_id(rows, settings), "clips": len(rows), "shards": len(chunks),
@@ -207,7 +227,7 @@ def cache_manifest(manifest_dir, out_dir, workers: int = 1, short_side: int = DE
     jobs = [(i, chunks[i], str(folder), settings) for i in todo]
     t0 = time.perf_counter()
     if workers > 1 and len(jobs) > 1:
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
+        with multiprocessing.get_context("fork").Pool(workers, _close_fd, (lock_fd,)) as pool:
             for result in pool.imap_unordered(prepare_shard, jobs):
                 unreadable += result["failed"]
                 progress.update(result["clips"], shard=result["shard"], unreadable=unreadable)
