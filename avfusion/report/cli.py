@@ -6,7 +6,8 @@
 Writes <out>/tableN.csv|md (+ <out>/figures/table5_efficiency.png, table6_curves.png),
 <out>/figure3.png, <out>/figures/<task>_examples.png (when the tasks wrote examples.npz) and
 <out>/claims.md (+ <out>/figures/claims_effects.png: our effects with their 95 % intervals beside
-the published ones). The scale is the name of the --runs folder unless --scale is given; its
+the published ones, and <out>/figures/tableN_vs_published.png: ours against the published numbers,
+table by table, with the verdicts of the claims that concern each table). The scale is the name of the --runs folder unless --scale is given; its
 task_datasets and seeds come from <tables folder>/scales/<scale>.yaml (or --task-datasets / --seeds).
 """
 from __future__ import annotations
@@ -73,14 +74,18 @@ def make_claims(cfg: dict, runs: Path, out: Path, ctx: ScaleContext, published=N
     """claims.md: published cell id -> our cell (first table that cites it), then every claim."""
     published = published or load_published(cfg.get("published", PUBLISHED_YAML))
     ours: dict[str, dict] = {}
+    cells_by_table = {}
     for table_id in cfg["tables"]:
-        for cell in build_table(cfg, table_id, runs, ctx, published):
+        cells_by_table[table_id] = build_table(cfg, table_id, runs, ctx, published)
+        for cell in cells_by_table[table_id]:
             if cell["published_id"] and cell["variant"]:
                 ours.setdefault(cell["published_id"], cell)
     results = evaluate_claims(cfg.get("claims", []), published, ours, runs, ctx.seeds)
     from .figures import claims_effects
+    from .table_figures import table_figures
 
     claims_effects(statistical_rows(results), out / "figures" / "claims_effects.png", ctx.scale)
+    table_figures(cfg, cells_by_table, results, out / "figures", ctx.scale)   # figures/tableN_vs_published.png
     return write_claims(results, out / "claims.md", ctx.scale)
 
 

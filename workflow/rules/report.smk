@@ -64,11 +64,13 @@ rule report_figures:
 
 rule report_claims:
     """claims.md: each claim on the published numbers and on ours (effect, 95 % interval over seeds,
-    holds / fails / inconclusive / not measurable), and the figure of our effects beside the published ones."""
+    holds / fails / inconclusive / not measurable), the figure of our effects beside the published ones,
+    and per table a figure of ours against the published numbers with the verdicts of its claims."""
     input: runs=_all_report_runs, sources=_REPORT_SOURCES
     output:
         claims=report(f"{_REPORT_RESULTS}/claims.md", caption=str(_REPORT_DIR / "claims.rst"), category="Claims"),
         figure=_report_png("figures/claims_effects.png", "claims_effects.rst", "claims: effects with 95 % intervals"),
+        **_table_vs_published_pngs(),
     log: f"{_REPORT_RESULTS}/logs/claims.log"
     localrule: True
     conda: "../../environment.yml"

@@ -84,6 +84,14 @@ def _report_png(path, caption, name):
 
 
 
+
+def _table_vs_published_pngs():
+    """figures/tableN_vs_published.png of every table (avfusion/report/table_figures.py), as report items."""
+    return {f"{tid}_vs_published": _report_png(f"figures/{tid}_vs_published.png", "table_vs_published.rst",
+                                               f"{tid.replace('table', 'Table ')} vs published")
+            for tid in _REPORT_CFG["tables"]}
+
+
 if _REPORT_MODE:  # rebuild every report output from the runs that exist (see the top of this file)
     _report_subprocess.run(
         [_report_sys.executable, "-m", "avfusion.cli", "report", "all", "--tables", str(_TABLES_YAML),
