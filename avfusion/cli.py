@@ -17,6 +17,8 @@ import importlib
 import re
 import sys
 
+from .runs import TASKS
+
 EXIT_CONFIG, EXIT_USAGE, EXIT_DATA = 1, 2, 3
 
 # command -> (module, one-line help)
@@ -24,15 +26,8 @@ COMMANDS = {
     "model-summary": ("avfusion.models.summary", "parameter counts per part, built on the meta device"),
     "data": ("avfusion.data.cli", "prepare manifests for official layouts; make the embedded benchmark"),
     "media-info": ("avfusion.media_info", "streams, durations, rates and model-input shapes of media files"),
-    "pretrain": ("avfusion.tasks.pretrain", "AV-MAE (or image/audio MAE) pretraining with the kNN probe"),
+    **TASKS,                       # the DAG's job commands (avfusion/runs.py)
     "knn-probe": ("avfusion.tasks.knn_probe", "leave-one-out 1-NN probe of a checkpoint"),
-    "linprobe": ("avfusion.tasks.linprobe", "linear probe on frozen features"),
-    "finetune": ("avfusion.tasks.finetune", "end-to-end fine-tuning for classification"),
-    "separation": ("avfusion.tasks.separation", "visually guided source separation (mix-and-separate)"),
-    "segmentation": ("avfusion.tasks.segmentation", "audio-visual segmentation (AVSBench conventions)"),
-    "localization": ("avfusion.tasks.localization", "sound source localization (cIoU, AUC)"),
-    "efficiency": ("avfusion.tasks.efficiency", "encoder throughput and peak memory (Table 5)"),
-    "classical-separation": ("baselines.classical_separation", "NMF / RPCA separation baselines"),
     "report": ("avfusion.report.cli", "tables, figures and the claims report from metrics.json files"),
 }
 

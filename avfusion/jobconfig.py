@@ -29,7 +29,7 @@ import yaml
 
 from .io import atomic_write_text
 
-JOB_CONFIG_HEADER = "# written by the Snakefile (workflow/rules/common.smk: job_config); edit the config files instead\n"
+JOB_CONFIG_HEADER = "# written by the Snakefile (avfusion/runs.py: Plan.job_config); edit the config files instead\n"
 
 
 def job_config_text(cfg: dict) -> str:

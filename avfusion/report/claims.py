@@ -25,6 +25,7 @@ from pathlib import Path
 
 from ..config import ConfigError
 from ..io import atomic_write_text
+from ..runs import seed_folder
 from .published import Published
 from . import stats
 
@@ -129,8 +130,7 @@ def _run_value(ref: str, runs: Path | None, seeds: list[int] | None) -> Measured
     _, run, metric = ref.split(":", 2)
     base = (runs / run) if runs is not None else Path(run)
     seeds = list(seeds or [0])
-    paths = [(seeds[0], base / "metrics.json")] if len(seeds) <= 1 else \
-        [(k, base / f"seed{k}" / "metrics.json") for k in seeds]
+    paths = [(k, Path(f"{base}{seed_folder(k, seeds)}") / "metrics.json") for k in seeds]
     values, present, missing = [], [], []
     for seed, path in paths:
         if not path.exists():
@@ -401,10 +401,7 @@ def claim_runs(claims: list[dict], runs: Path, seeds: list[int] | None = None) -
                     ref_c = ref.format(column=column) if column is not None else ref
                     if ref_c.startswith("run:"):
                         run = ref_c.split(":", 2)[1]
-                        if len(seeds) <= 1:
-                            out.add(str(runs / run / "metrics.json"))
-                        else:
-                            out.update(str(runs / run / f"seed{k}" / "metrics.json") for k in seeds)
+                        out.update(f"{runs / run}{seed_folder(k, seeds)}/metrics.json" for k in seeds)
     return sorted(out)
 
 

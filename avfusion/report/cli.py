@@ -16,6 +16,7 @@ import argparse
 import json
 from pathlib import Path
 
+from ..runs import seed_folder
 from .claims import evaluate_claims, statistical_rows, write_claims
 from .published import PUBLISHED_YAML, load_published
 from .tables import ScaleContext, build_table, load_tables_config, scale_context, write_table
@@ -56,9 +57,8 @@ def make_figure3(cfg: dict, runs: Path, out: Path, published=None, ctx: ScaleCon
     spec = cfg.get("figures", {}).get("figure3")
     if spec is None:
         return None
-    knn = runs / spec["task"] / spec["variant"] / spec["file"]
-    if ctx is not None and len(ctx.seeds) > 1:      # the first seed's curve
-        knn = runs / spec["task"] / spec["variant"] / f"seed{ctx.seeds[0]}" / spec["file"]
+    seeds = ctx.seeds if ctx is not None else [0]
+    knn = Path(f"{runs / spec['task'] / spec['variant']}{seed_folder(seeds[0], seeds)}") / spec["file"]   # the first seed's curve
     from .figures import figure3, note_figure
 
     if not knn.exists():

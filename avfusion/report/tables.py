@@ -25,11 +25,12 @@ import yaml
 
 from ..config import ConfigError
 from ..io import atomic_write_csv, atomic_write_text
+from ..runs import RUN_TASKS, SCHEMAS, scale_seeds, seed_folder, task_datasets_key, variant_folder, variant_kinds
 from .published import Published
 
 CSV_FIELDS = ["row", "column", "published", "ours", "std", "n", "delta", "seeds", "values", "scale", "dataset",
               "run", "variant", "task", "metric", "status"]
-TASKS = ("pretrain", "linprobe", "finetune", "separation", "segmentation", "localization", "efficiency")
+TASKS = RUN_TASKS
 
 
 @dataclass
@@ -41,6 +42,18 @@ class ScaleContext:
     seeds: list[int] = field(default_factory=lambda: [0])               # > 1 seed: runs under .../seed<k>/
 
 
+def validate_tables_schema(cfg: dict, path: Path) -> None:
+    """workflow/schemas/tables.schema.yaml (as the Snakefile validates the other configs); the error
+    names the file and the dotted key."""
+    import jsonschema
+
+    schema = yaml.safe_load((SCHEMAS / "tables.schema.yaml").read_text())
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(cfg))
+    if error is not None:
+        where = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+        raise ConfigError(f"{path}: {where}: {error.message}")
+
+
 def load_tables_config(path: str | Path) -> dict:
     """Read and check tables.yaml; errors name the file and the dotted key."""
     path = Path(path)
@@ -48,9 +61,7 @@ def load_tables_config(path: str | Path) -> dict:
         cfg = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
-    for key in ("datasets", "tables"):
-        if key not in cfg:
-            raise ConfigError(f"{path}: missing top-level key '{key}'")
+    validate_tables_schema(cfg, path)
     for table_id, table in cfg["tables"].items():
         where = f"{path}: tables.{table_id}"
         for key in ("title", "columns", "rows"):
@@ -90,12 +101,9 @@ def scale_context(cfg: dict, scale: str, config_dir: str | Path | None = None,
         except FileNotFoundError:
             raise ConfigError(f"{scale_file}: no scale config for scale {scale!r} (needed for task_datasets)") from None
         task_datasets = scale_cfg.get("task_datasets", {}) if task_datasets is None else task_datasets
-        seeds = list(scale_cfg.get("seeds") or [scale_cfg.get("seed", 0)]) if seeds is None else seeds
-    kinds = {}
+        seeds = scale_seeds(scale_cfg) if seeds is None else seeds
     experiments = config_dir / "experiments.yaml"
-    if experiments.exists():
-        kinds = {name: spec.get("kind", "") for name, spec in
-                 (yaml.safe_load(experiments.read_text()) or {}).get("variants", {}).items()}
+    kinds = variant_kinds(experiments) if experiments.exists() else {}
     return ScaleContext(scale, task_datasets, kinds, list(seeds))
 
 
@@ -108,18 +116,16 @@ def column_dataset(cfg: dict, col: dict, scale: str) -> str | None:
 
 def run_path(runs: Path, task: str, variant: str, dataset: str | None, ctx: ScaleContext) -> Path:
     """<runs>/<task>/<variant>[@<dataset>]/metrics.json; the default dataset of the task gets no suffix."""
-    key = "classical-separation" if ctx.kinds.get(variant) == "classical" else task
+    key = task_datasets_key(task, ctx.kinds.get(variant, ""))
     datasets = ctx.task_datasets.get(key) or ctx.task_datasets.get(task) or []
-    suffix = "" if dataset is None or (datasets and dataset == datasets[0]) else f"@{dataset}"
-    return runs / task / f"{variant}{suffix}" / "metrics.json"
+    return runs / task / variant_folder(variant, dataset, datasets[0] if datasets else None) / "metrics.json"
 
 
 def seed_runs(path: Path, ctx: ScaleContext) -> list[tuple[int, Path]]:
     """(seed, metrics.json) of each seed of a run: <folder>/seed<k>/metrics.json with several seeds,
     else the folder's own metrics.json."""
-    if len(ctx.seeds) <= 1:
-        return [(ctx.seeds[0] if ctx.seeds else 0, path)]
-    return [(seed, path.parent / f"seed{seed}" / path.name) for seed in ctx.seeds]
+    seeds = ctx.seeds or [0]
+    return [(seed, Path(f"{path.parent}{seed_folder(seed, seeds)}") / path.name) for seed in seeds]
 
 
 def mean_std(values: list[float]) -> tuple[float | None, float | None]:

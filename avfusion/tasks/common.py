@@ -38,7 +38,7 @@ from ..engine import resolve_checkpoint, resolve_device, seed_everything
 __all__ = ["JobConfig", "InitConfig", "DataConfig", "TrainEvalDataConfig", "ClassificationDataConfig",
            "validate_model_section", "resolve_checkpoint", "build_task_encoder", "start_job",
            "write_job_metrics", "eval_dataset", "clip_dataset", "predict", "add_job_arguments",
-           "build_job_config", "load_job_config", "check_job_config", "job_main"]
+           "build_job_config", "load_job_config", "job_main"]
 
 
 # ----------------------------------------------------------------------------- configs
@@ -207,18 +207,6 @@ def load_job_config(config_cls: type, files: list, overrides: list, recipes: dic
     for path in files or []:
         raw = merge(raw, load_yaml(path))
     return build_job_config(config_cls, merge(raw, parse_overrides(overrides)), recipes)
-
-
-def check_job_config(command: str, data: dict) -> Any:
-    """Validate the config dict of `avfusion <command>` as the job will (built into the command's own
-    Config class, recipe layer included); raises ConfigError naming the key. The Snakefile calls
-    this for every job it plans, so a bad `tasks.*` key fails at parse time."""
-    import importlib
-
-    from ..cli import COMMANDS
-
-    module = importlib.import_module(COMMANDS[command][0])
-    return build_job_config(module.Config, data, getattr(module, "RECIPES", None))
 
 
 def move_run_aside(out_dir: Path, keep: tuple[str, ...] = ()) -> Path | None:

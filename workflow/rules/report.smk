@@ -17,7 +17,7 @@ rule report_table:
     log: f"{_REPORT_RESULTS}/logs/table{{n}}.log"
     localrule: True
     conda: "../../environment.yml"
-    shell: _REPORT_CMD.replace("report --", "report tables --only table{wildcards.n} --", 1) + " > {log:q} 2>&1"
+    shell: _report_cmd("tables", "--only", "table{wildcards.n}")
 
 
 rule report_table_efficiency:
@@ -30,7 +30,7 @@ rule report_table_efficiency:
     log: f"{_REPORT_RESULTS}/logs/table5.log"
     localrule: True
     conda: "../../environment.yml"
-    shell: _REPORT_CMD.replace("report --", "report tables --only table5 --", 1) + " > {log:q} 2>&1"
+    shell: _report_cmd("tables", "--only", "table5")
 
 
 rule report_table_curves:
@@ -43,7 +43,7 @@ rule report_table_curves:
     log: f"{_REPORT_RESULTS}/logs/table6.log"
     localrule: True
     conda: "../../environment.yml"
-    shell: _REPORT_CMD.replace("report --", "report tables --only table6 --", 1) + " > {log:q} 2>&1"
+    shell: _report_cmd("tables", "--only", "table6")
 
 
 rule report_figures:
@@ -59,7 +59,7 @@ rule report_figures:
     log: f"{_REPORT_RESULTS}/logs/figures.log"
     localrule: True
     conda: "../../environment.yml"
-    shell: _REPORT_CMD.replace("report --", "report figures --", 1) + " > {log:q} 2>&1"
+    shell: _report_cmd("figures")
 
 
 rule report_claims:
@@ -74,4 +74,4 @@ rule report_claims:
     log: f"{_REPORT_RESULTS}/logs/claims.log"
     localrule: True
     conda: "../../environment.yml"
-    shell: _REPORT_CMD.replace("report --", "report claims --", 1) + " > {log:q} 2>&1"
+    shell: _report_cmd("claims")

@@ -10,8 +10,6 @@ import sys as _report_sys
 
 from pathlib import Path as _ReportPath
 
-import yaml as _report_yaml
-
 import json as _report_json
 import shlex as _report_shlex
 
@@ -20,6 +18,8 @@ from avfusion.report.tables import ScaleContext as _ScaleContext
 from avfusion.report.tables import load_tables_config as _load_tables_config
 from avfusion.report.tables import required_runs as _required_runs
 from avfusion.report.claims import claim_runs as _claim_runs
+from avfusion.runs import scale_seeds as _scale_seeds
+from avfusion.runs import variant_kinds as _variant_kinds
 
 _REPORT_REPO = _ReportPath(workflow.current_basedir).parents[1]
 _REPORT_MODE = any(a == "--report" or a.startswith("--report=") for a in _report_sys.argv)
@@ -28,21 +28,23 @@ _TABLES_YAML = _REPORT_REPO / "workflow" / "config" / "tables.yaml"
 _REPORT_CFG = _load_tables_config(_TABLES_YAML)
 _REPORT_RESULTS = config["results"]
 _REPORT_RUNS = _ReportPath(f"{_REPORT_RESULTS}/runs/{config['scale']}")
-_REPORT_SEEDS = list(config.get("seeds") or [config.get("seed", 0)])
+_REPORT_SEEDS = _scale_seeds(config)
 # one run folder per seed (.../seed<k>) when the scale runs several seeds; figures show the first seed
 _REPORT_SEED_DIR = f"seed{_REPORT_SEEDS[0]}" if len(_REPORT_SEEDS) > 1 else ""   # a path part ("" = none)
-_REPORT_CTX = _ScaleContext(
-    scale=config["scale"], task_datasets=config["task_datasets"], seeds=_REPORT_SEEDS,
-    kinds={name: spec.get("kind", "") for name, spec in _report_yaml.safe_load(
-        (_REPORT_REPO / "workflow" / "config" / "experiments.yaml").read_text())["variants"].items()})
+_REPORT_CTX = _ScaleContext(scale=config["scale"], task_datasets=config["task_datasets"], seeds=_REPORT_SEEDS,
+                            kinds=_variant_kinds(config.get("experiments", _REPORT_REPO / "workflow" / "config" / "experiments.yaml")))
 _REPORT_SOURCES = [str(_TABLES_YAML), str(_PUBLISHED_YAML)]
-# `avfusion report` as a shell command: a job does not re-parse the workflow (as a `run:` job would)
-# (braces doubled: the command is a snakemake shell template)
-_REPORT_CMD = " ".join(_report_shlex.quote(a) for a in [
-    "python", "-m", "avfusion.cli", "report", "--tables", str(_TABLES_YAML), "--runs", str(_REPORT_RUNS),
-    "--out", _REPORT_RESULTS, "--scale", config["scale"],
-    "--task-datasets", _report_json.dumps(config["task_datasets"]),
-    "--seeds", _report_json.dumps(_REPORT_SEEDS)]).replace("{", "{{").replace("}", "}}")
+
+
+def _report_cmd(*what):
+    """`avfusion report <what...>` as a shell command, its output to the rule's log: a job does not
+    re-parse the workflow (as a `run:` job would). Braces doubled (a snakemake shell template), but
+    for the `{wildcards.n}` of the table rule."""
+    args = ["python", "-m", "avfusion.cli", "report", *what, "--tables", str(_TABLES_YAML), "--runs", str(_REPORT_RUNS),
+            "--out", _REPORT_RESULTS, "--scale", config["scale"],
+            "--task-datasets", _report_json.dumps(config["task_datasets"]), "--seeds", _report_json.dumps(_REPORT_SEEDS)]
+    command = " ".join(_report_shlex.quote(a) for a in args).replace("{", "{{").replace("}", "}}")
+    return command.replace("{{wildcards.n}}", "{wildcards.n}") + " > {log:q} 2>&1"
 _FIGURE_TABLES = {tid: t["figure"]["kind"] for tid, t in _REPORT_CFG["tables"].items() if t.get("figure")}
 _PLAIN_TABLES = [tid.removeprefix("table") for tid in _REPORT_CFG["tables"] if tid not in _FIGURE_TABLES]
 

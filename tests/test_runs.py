@@ -1,0 +1,75 @@
+"""avfusion/runs.py: the run-folder rule, the task list the CLI and the report share, the DAG config's
+task keys, and the tables.yaml schema."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from avfusion.config import ConfigError
+from avfusion.runs import (DOWNSTREAM_TASKS, RUN_TASKS, TASKS, Plan, PlanError, seed_folder, split_seed,
+                           split_variant, variant_folder)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _config(scale: str = "tiny", **changes) -> dict:
+    from snakemake.utils import update_config
+
+    config = yaml.safe_load((REPO / "workflow/config/default.yaml").read_text())
+    update_config(config, yaml.safe_load((REPO / f"workflow/config/scales/{scale}.yaml").read_text()))
+    update_config(config, {"scale": scale, "experiments": str(REPO / "workflow/config/experiments.yaml"), **changes})
+    return config
+
+
+def test_run_folder_is_variant_then_dataset_then_seed():
+    assert variant_folder("late_fusion", None, "tuxav") == "late_fusion"
+    assert variant_folder("late_fusion", "tuxav", "tuxav") == "late_fusion"
+    assert variant_folder("late_fusion", "avss_mini", "tuxav") == "late_fusion@avss_mini"
+    assert seed_folder(2, [0, 1, 2]) == "/seed2" and seed_folder(0, [0]) == ""
+    assert split_variant("late_fusion@avss_mini/seed1") == ("late_fusion", "avss_mini")
+    assert split_seed("late_fusion@avss_mini/seed1", [0, 1]) == ("late_fusion@avss_mini", 1)
+    assert split_seed("late_fusion", [3, 4]) == ("late_fusion", 3)
+
+
+def test_one_task_list_for_the_dag_the_cli_and_the_report():
+    from avfusion.cli import COMMANDS
+    from avfusion.report.tables import TASKS as REPORT_TASKS
+
+    assert set(TASKS) <= set(COMMANDS) and all(COMMANDS[t] == TASKS[t] for t in TASKS)
+    assert REPORT_TASKS == RUN_TASKS == ("pretrain", *DOWNSTREAM_TASKS)
+    assert set(yaml.safe_load((REPO / "workflow/config/default.yaml").read_text())["tasks"]) == set(TASKS)
+
+
+def test_plan_writes_each_seed_its_own_job_from_the_shared_unimodal_init():
+    plan = Plan(_config("tiny", results="R"))
+    plan.check()
+    assert plan.seeds == [0, 1, 2]
+    job = plan.job_config("linprobe", "late_fusion/seed1")
+    assert job["seed"] == 1 and job["init"] == {"checkpoint": "R/runs/tiny/pretrain/late_fusion/seed1"}
+    assert job["model"] == {"preset": "late-fusion-tiny"}
+    pre = plan.job_config("pretrain", "late_fusion/seed2")
+    assert pre["init"] == {"image": "R/runs/tiny/pretrain/mae_image", "audio": "R/runs/tiny/pretrain/mae_audio"}
+
+
+@pytest.mark.parametrize("section", ["tasks", "resources", "task_datasets"])
+def test_a_task_key_that_is_not_a_task_is_named(section):
+    value = {"cpus": 1} if section == "resources" else ({} if section == "tasks" else ["tuxav"])
+    config = _config("smoke")
+    config[section]["linprob"] = value
+    with pytest.raises(PlanError, match=rf"config error at '{section}.linprob': not a task"):
+        Plan(config).check()
+
+
+def test_tables_yaml_is_validated_by_its_schema_naming_the_key(tmp_path):
+    from avfusion.report.tables import load_tables_config
+
+    cfg = load_tables_config(REPO / "workflow/config/tables.yaml")
+    assert "table4" in cfg["tables"]
+    data = yaml.safe_load((REPO / "workflow/config/tables.yaml").read_text())
+    data["tables"]["table4"]["columns"]["linear"]["metirc"] = "acc_all"
+    bad = tmp_path / "tables.yaml"
+    bad.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match=r"tables\.table[0-9]+\.columns\.linear: .*'metirc'"):  # table4's columns are a YAML anchor
+        load_tables_config(bad)
