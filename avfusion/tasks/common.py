@@ -214,7 +214,11 @@ def move_run_aside(out_dir: Path, keep: tuple[str, ...] = ()) -> Path | None:
     entries = [p for p in out_dir.iterdir() if p.name not in keep] if out_dir.is_dir() else []
     if not entries:
         return None
-    stale = out_dir.with_name(f"{out_dir.name}.replaced-{time.strftime('%Y%m%dT%H%M%S')}")
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    stale, n = out_dir.with_name(f"{out_dir.name}.replaced-{stamp}"), 1
+    while stale.exists():
+        n += 1
+        stale = out_dir.with_name(f"{out_dir.name}.replaced-{stamp}-{n}")
     stale.mkdir()
     for path in entries:
         shutil.move(str(path), str(stale / path.name))
@@ -237,7 +241,7 @@ def job_main(args: argparse.Namespace, config_cls: type, run: Callable[[Any, Pat
     else:
         out.mkdir(parents=True, exist_ok=True)
     try:
-        if getattr(args, "fresh", False):
+        if getattr(args, "fresh", False) and lock is not None:
             move_run_aside(out, keep=(LOCK_NAME,))
         metrics = run(cfg, out)
     finally:
