@@ -86,3 +86,29 @@ def test_released_variant_runs_a_linear_probe_from_the_checkpoint_file(tmp_path)
     assert "released_audioset" not in plan.stdout
     missing = snakemake("-n", "--config", "scale=smoke", f"results={tmp_path}", "--", "released")
     assert missing.returncode != 0 and "config error at 'released_checkpoints'" in missing.stdout + missing.stderr
+
+
+def test_tables_show_released_rows_without_requiring_their_runs(tmp_path):
+    """Tables 1, 2, 3 and 7 have a row per released checkpoint; the table rules do not need those runs
+    ("not run" until `released` made them); a released run that exists fills its cells."""
+    import json
+
+    from avfusion.report.published import PUBLISHED_YAML, load_published
+    from avfusion.report.tables import build_table, load_tables_config, required_runs
+    from test_report_snakemake import REPO, smoke_context
+
+    cfg = load_tables_config(REPO / "workflow/config/tables.yaml")
+    ctx = smoke_context()
+    runs = tmp_path / "runs/smoke"
+    for table_id in ("table1", "table2", "table3", "table7"):
+        variants = [r["variant"] for r in cfg["tables"][table_id]["rows"]]
+        assert {"released_vggsound", "released_audioset"} <= set(variants), table_id
+        assert not [p for p in required_runs(cfg, table_id, runs, ctx) if "/released_" in p.replace(str(runs), "")]
+    run = runs / "linprobe/released_vggsound/metrics.json"
+    run.parent.mkdir(parents=True)
+    run.write_text(json.dumps({"metrics": {"acc_all": 41.5}, "provenance": {}, "config": {}}))
+    cells = build_table(cfg, "table3", runs, ctx, load_published(PUBLISHED_YAML))
+    mine = {c["column_id"]: c for c in cells if c["variant"] == "released_vggsound"}
+    assert mine["all_lp"]["ours"] == 41.5 and mine["all_lp"]["status"] == "ok"
+    assert mine["all_ft"]["status"] == "not run (give released_checkpoints; target `released`)"
+    assert all(c["status"].startswith("not run") for c in cells if c["variant"] == "released_audioset")

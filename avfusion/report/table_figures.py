@@ -91,7 +91,8 @@ def table_vs_published(cells: list[dict], title: str, lines: list[tuple[str, str
                 if cell.get("std"):
                     ax.plot([ours - cell["std"], ours + cell["std"]], [y - 0.2, y - 0.2], color="black", lw=1)
             elif cell.get("variant") and cell.get("status") not in ("n/a",):
-                ax.text(0, y - 0.2, " missing", va="center", fontsize=6, color="tab:red")
+                label = " not run" if cell.get("status", "").startswith("not run") else " missing"
+                ax.text(0, y - 0.2, label, va="center", fontsize=6, color="tab:red")
         ax.set_yticks(range(len(rows)))
         ax.set_yticklabels([r[:38] for r in rows[::-1]] if k % ncols == 0 else [], fontsize=6)
         ax.set_title(column, fontsize=8)
