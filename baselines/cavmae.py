@@ -337,4 +337,5 @@ def _scale_backbone(scale: str) -> dict:
 register("cav-mae", build_pretrain, build_encoder, config_cls=CAVMAEModel, presets={
     "cav-mae-paper": {},                       # ViT-B: 11 + 1 blocks, decoder 512 x 8
     "cav-mae-tiny": _scale_backbone("tiny"),
-    "cav-mae-smoke": _scale_backbone("smoke")})
+    "cav-mae-smoke": _scale_backbone("smoke"),
+    "cav-mae-lite": _scale_backbone("lite")})

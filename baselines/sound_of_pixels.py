@@ -211,5 +211,7 @@ register("sound-of-pixels", build_sound_of_pixels, None, config_cls=SoundOfPixel
     "sound-of-pixels-paper": {},               # ResNet-18 (dilated) + U-Net ngf 64
     "sound-of-pixels-tiny": {"channels": 16, "visual_widths": [16, 32, 64, 128], "visual_blocks": [1, 1, 1, 1],
                              "unet_ngf": 16, "unet_downs": 6},
+    "sound-of-pixels-lite": {"channels": 16, "visual_widths": [16, 32, 64, 128], "visual_blocks": [1, 1, 1, 1],
+                             "unet_ngf": 16, "unet_downs": 6},   # = tiny (the tiny scale's preset size)
     "sound-of-pixels-smoke": {"channels": 8, "visual_widths": [8, 16], "visual_blocks": [1, 1], "unet_ngf": 8,
                               "unet_downs": 5}})

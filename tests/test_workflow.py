@@ -137,7 +137,7 @@ def test_job_configs_map_fusion_layers_and_init(tmp_path):
         "image": f"{tmp_path}/runs/tiny/pretrain/mae_image", "audio": f"{tmp_path}/runs/tiny/pretrain/mae_audio"}
     assert "init" not in job_config("pretrain", "no_unimodal_init")
     lin = job_config("linprobe", "mae_image")
-    assert lin["model"] == {"preset": "mae-image-tiny"} and lin["heads"] == ["image"]
+    assert lin["model"] == {"preset": "mae-image-lite"} and lin["heads"] == ["image"]   # tiny scale: lite models (issue 15)
     assert lin["init"] == {"checkpoint": f"{tmp_path}/runs/tiny/pretrain/mae_image"}
     assert lin["data"]["manifest"] == f"{tmp_path}/data/tiny/tuxav"
     sop = job_config("separation", "sound_of_pixels")
