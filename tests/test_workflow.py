@@ -160,14 +160,29 @@ def test_job_configs_map_fusion_layers_and_init(tmp_path):
             load_job_config(module.Config, [str(path)], [], getattr(module, "RECIPES", None))
 
 
-def _common_namespace(scale: str, results: Path) -> dict:
+def test_seeds_from_the_command_line_and_the_seed_folders(tmp_path):
+    """`--config seeds=[0]` arrives as ['0']: read as [0] (one seed, plain folders); 3 seeds: /seed<k>."""
+    one = _common_namespace("tiny", tmp_path, {"seeds": ["0"]})
+    assert one["SEEDS"] == [0] and one["job_config"]("linprobe", "deepavfusion")["init"] == {
+        "checkpoint": f"{tmp_path}/runs/tiny/pretrain/deepavfusion"}
+    three = _common_namespace("tiny", tmp_path)
+    assert three["SEEDS"] == [0, 1, 2]
+    cfg = three["job_config"]("linprobe", "deepavfusion/seed2")
+    assert cfg["seed"] == 2 and cfg["init"] == {"checkpoint": f"{tmp_path}/runs/tiny/pretrain/deepavfusion/seed2"}
+    pre = three["job_config"]("pretrain", "token_fusion/seed1")      # the shared unimodal inits: no seed level
+    assert pre["seed"] == 1 and pre["init"] == {"image": f"{tmp_path}/runs/tiny/pretrain/mae_image",
+                                                "audio": f"{tmp_path}/runs/tiny/pretrain/mae_audio"}
+    assert three["job_config"]("finetune", "mae_audio/seed1")["init"] == {"checkpoint": f"{tmp_path}/runs/tiny/pretrain/mae_audio"}
+
+
+def _common_namespace(scale: str, results: Path, extra: dict | None = None) -> dict:
     """Execute workflow/rules/common.smk's Python with the merged config (as the Snakefile does)."""
     from snakemake.utils import update_config
 
     config = yaml.safe_load((REPO / "workflow/config/default.yaml").read_text())
     update_config(config, yaml.safe_load((REPO / f"workflow/config/scales/{scale}.yaml").read_text()))
     update_config(config, {"scale": scale, "results": str(results), "data_dir": f"{results}/data",
-                           "experiments": str(REPO / "workflow/config/experiments.yaml")})
+                           "experiments": str(REPO / "workflow/config/experiments.yaml"), **(extra or {})})
 
     path = REPO / "workflow/rules/common.smk"
     namespace = {"config": config, "workflow": None, "shell": None, "__file__": str(path)}

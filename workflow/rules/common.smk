@@ -15,6 +15,10 @@ from avfusion.runs import DOWNSTREAM_TASKS, TASKS, Plan, PlanError, deep_merge, 
 REPO = Path(workflow.basedir) if workflow is not None else Path(__file__).resolve().parents[2]
 ALL_TASKS = list(TASKS)
 
+# `--config seeds=[0]` arrives as ['0'] and `seeds=0` as 0: read both as a list of integers
+if isinstance(config.get("seeds"), (int, str, list)):
+    _seeds = config["seeds"] if isinstance(config["seeds"], list) else [config["seeds"]]
+    config["seeds"] = [int(s) if isinstance(s, str) and s.strip().lstrip("-").isdigit() else s for s in _seeds]
 validate(config, str(REPO / "workflow" / "schemas" / "config.schema.yaml"))
 
 
