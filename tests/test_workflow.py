@@ -132,7 +132,7 @@ def test_job_configs_map_fusion_layers_and_init(tmp_path):
     assert job_config("pretrain", "fusion_layers_6")["model"]["fusion"]["layers"] == "all"
     assert EXPERIMENTS["fusion_layers_3"] == {"kind": "alias", "alias_of": "mid_fusion"}
     assert EXPERIMENTS["fusion_layers_1"] == {"kind": "alias", "alias_of": "late_fusion"}
-    assert job_config("pretrain", "mid_fusion")["model"] == {"preset": "mid-fusion-tiny"}
+    assert job_config("pretrain", "mid_fusion")["model"] == {"preset": "mid-fusion-lite"}   # tiny: lite models (issue 15)
     assert job_config("pretrain", "deepavfusion")["init"] == {
         "image": f"{tmp_path}/runs/tiny/pretrain/mae_image", "audio": f"{tmp_path}/runs/tiny/pretrain/mae_audio"}
     assert "init" not in job_config("pretrain", "no_unimodal_init")
