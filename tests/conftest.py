@@ -1,17 +1,30 @@
-"""Shared fixtures: the real test media in ../shared/testdata, deterministic torch.
+"""Shared fixtures: the real test media in ../shared/testdata, deterministic torch, and the benchmarks and
+pretraining that several test modules use, built once per session.
 
 Without the test media (a clone from elsewhere) the tests that need them are skipped with the
 reason; set AVFUSION_TESTDATA to the folder if it lives elsewhere. Under CI (CI=true) a missing
 folder is an error, so that CI never passes by skipping.
+
+Learning tests (`@pytest.mark.learning`) take their training seed from `--learning-seed` (default 0) and
+check each outcome with `margin_check(name, ours, floor, margin)`, which asserts `ours > floor + margin`
+and, when AVFUSION_MARGIN_LOG names a CSV file, appends the measurement to it.
+`python benchmarks/learning_margins.py --seeds 0 1 2 3` runs them over seeds and tabulates the gaps, from which
+each asserted margin is set (benchmarks/README.md).
 """
 from __future__ import annotations
 
+import csv
 import os
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_addoption(parser):
+    parser.addoption("--learning-seed", type=int, default=0,
+                     help="training seed of the learning tests (benchmarks/learning_margins.py runs several)")
 
 
 def _testdata_dir() -> Path:
@@ -40,9 +53,95 @@ def repo_root() -> Path:
     return REPO
 
 
+@pytest.fixture(scope="session")
+def learning_seed(request) -> int:
+    return request.config.getoption("--learning-seed")
+
+
 @pytest.fixture(autouse=True)
-def _deterministic_torch():
+def _deterministic_torch(learning_seed):
     import torch
 
-    torch.manual_seed(0)
+    torch.manual_seed(learning_seed)
     yield
+
+
+@pytest.fixture
+def margin_check(request, learning_seed):
+    """`margin_check(name, ours, floor, margin)`: assert ours > floor + margin. With AVFUSION_MARGIN_LOG set
+    (benchmarks/learning_margins.py) every check is appended to that CSV and a failure is raised when the
+    test ends, so that one test's later checks are still measured."""
+    log = os.environ.get("AVFUSION_MARGIN_LOG")
+    failures = []
+
+    def check(name: str, ours: float, floor: float, margin: float) -> None:
+        message = f"{name}: {ours:.4f} <= {floor:.4f} + {margin} (seed {learning_seed})"
+        if not log:
+            assert ours > floor + margin, message
+            return
+        new = not Path(log).exists()
+        with open(log, "a", newline="") as fh:
+            writer = csv.writer(fh)
+            if new:
+                writer.writerow(["test", "check", "seed", "ours", "floor", "gap", "asserted_margin"])
+            writer.writerow([request.node.nodeid, name, learning_seed, f"{ours:.4f}", f"{floor:.4f}",
+                             f"{ours - floor:.4f}", margin])
+        if not ours > floor + margin:
+            failures.append(message)
+
+    yield check
+    assert not failures, "; ".join(failures)
+
+
+@pytest.fixture(scope="session")
+def tuxav_smoke(tmp_path_factory) -> Path:
+    """The smoke tuxav benchmark (48 clips, 6 classes, data seed 0), generated once per session; read only."""
+    from avfusion.data.tuxav import make_tuxav
+
+    out = tmp_path_factory.mktemp("tuxav_session") / "smoke"
+    make_tuxav(out, "smoke", 0)
+    return out
+
+
+def _cache_dir() -> Path | None:
+    """AVFUSION_TEST_CACHE: a folder that keeps the tiny benchmark and the tiny pretrainings between
+    sessions (for measuring margins over seeds); delete it when tuxav or the model code changes."""
+    cache = os.environ.get("AVFUSION_TEST_CACHE")
+    return Path(cache) if cache else None
+
+
+@pytest.fixture(scope="session")
+def tuxav_tiny(tmp_path_factory) -> Path:
+    """The tiny tuxav benchmark (1920 clips, 16 classes, data seed 0; ~30 CPU-s), generated once; read only."""
+    from avfusion.data.tuxav import make_tuxav
+
+    cache = _cache_dir()
+    out = cache / "tiny" if cache else tmp_path_factory.mktemp("tuxav_session") / "tiny"
+    if not (out / "manifest.csv").is_file():
+        make_tuxav(out, "tiny", 0)
+    return out
+
+
+TINY_PRETRAIN = ["data.image_size=64", "device=cpu", "model.preset=deepavfusion-smoke", "optim.batch_size=32",
+                 "optim.max_steps_per_epoch=48", "optim.epochs=16", "optim.lr=0.0015", "optim.warmup_epochs=1",
+                 "optim.unimodal_lr_ramp=false", "knn.enabled=false"]
+
+
+@pytest.fixture(scope="session")
+def pretrained_tiny(tuxav_tiny, learning_seed, tmp_path_factory) -> Path:
+    """A smoke-size encoder AV-MAE-pretrained on tiny tuxav: 768 steps of 32 clips (~2 CPU-min), once per
+    session; the run folder (checkpoints/checkpoint_latest.pth) for `init.checkpoint`."""
+    import torch
+
+    from avfusion.tasks import pretrain
+    from avfusion.tasks.common import load_job_config
+
+    torch.set_num_threads(1)
+    cache = _cache_dir()
+    out = cache / f"pre{learning_seed}" if cache else tmp_path_factory.mktemp("pretrained_tiny") / "pretrain"
+    if (out / "metrics.json").is_file():
+        return out
+    cfg = load_job_config(pretrain.Config, [], [f"data.manifest={tuxav_tiny}", f"seed={learning_seed}",
+                                                *TINY_PRETRAIN], pretrain.RECIPES)
+    pretrain.run(cfg, out)
+    return out

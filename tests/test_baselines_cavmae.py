@@ -10,6 +10,8 @@ from threadpoolctl import threadpool_limits
 from avfusion.models.registry import build_encoder, build_pretrain_model
 from baselines.cavmae import CAVMAEEncoder, contrastive_loss
 
+LOSS_DROP_MARGIN = 0.2   # first - last smoke loss; smallest over seeds 0-4: 0.420 (benchmarks/learning_margins.csv)
+
 
 @pytest.fixture(autouse=True, scope="module")
 def _single_thread():
@@ -77,20 +79,21 @@ def test_encoder_contract_shapes_and_layers():
         enc(torch.randn(2, 3, 32, 32), torch.randn(2, 1, 128, 100))
 
 
-def test_smoke_training_lowers_the_loss():
+@pytest.mark.learning
+def test_smoke_training_lowers_the_loss(learning_seed, margin_check):
     model = build_pretrain_model({"preset": "cav-mae-smoke"})
     image, audio = _smoke_batch(4)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     losses = []
     for _ in range(8):
-        torch.manual_seed(1)  # same masks every step: the loss must fall on this batch
+        torch.manual_seed(1 + learning_seed)  # same masks every step: the loss must fall on this batch
         out = model(image, audio)
         optimizer.zero_grad()
         out["loss"].backward()
         optimizer.step()
         losses.append(out["loss"].item())
     print("cav-mae smoke losses", [round(x, 4) for x in losses])
-    assert losses[-1] < losses[0] - 0.05
+    margin_check("first loss - last loss", losses[0], losses[-1], LOSS_DROP_MARGIN)
 
 
 def test_unimodal_init_fills_branch_and_joint_block(tmp_path):

@@ -11,6 +11,9 @@ from threadpoolctl import threadpool_limits
 from avfusion.metrics.separation import bss_eval
 from baselines.classical_separation import Config, best_permutation_metrics, separate
 from baselines.nmf import kl_divergence, nmf
+
+# mean SDR - mixture SDR over the real mixtures; smallest over seeds 0-4: NMF 1.26, RPCA 1.40 dB (deterministic)
+BLIND_MARGIN_DB = 0.5   # (benchmarks/learning_margins.csv)
 from baselines.rpca import rpca
 
 N = 48000  # 3 s at 16 kHz, the project's clip length
@@ -78,9 +81,12 @@ def test_best_permutation_undoes_a_swap():
     assert bss_eval(refs[None], ests[None], "mir_eval")[0].max() < 0.0  # the unpermuted order is bad
 
 
+@pytest.mark.learning
 @pytest.mark.parametrize("method", ["nmf", "rpca"])
-def test_blind_separation_beats_the_mixture_on_real_recordings(testdata, method):
+def test_blind_separation_beats_the_mixture_on_real_recordings(testdata, method, learning_seed, margin_check):
+    """NMF's random initialisation follows the learning seed; RPCA is deterministic. Margin: BLIND_MARGIN_DB."""
     cfg = Config(method=method)
+    cfg.nmf.seed = learning_seed
     cfg.data.manifest = "unused"
     sdrs, sdr_mixes = [], []
     for name, s1, s2 in _real_pairs(testdata):
@@ -94,7 +100,7 @@ def test_blind_separation_beats_the_mixture_on_real_recordings(testdata, method)
         sdrs.append(sdr.mean())
         sdr_mixes.append(sdr_mix.mean())
     print(f"{method} mean over {len(sdrs)} real mixtures: SDR {np.mean(sdrs):.2f} dB vs mixture {np.mean(sdr_mixes):.2f} dB")
-    assert np.mean(sdrs) > np.mean(sdr_mixes) + 0.5
+    margin_check("mean sdr - mixture sdr", float(np.mean(sdrs)), float(np.mean(sdr_mixes)), BLIND_MARGIN_DB)
 
 
 def test_classical_separation_job_names_a_missing_manifest(tmp_path, capsys):

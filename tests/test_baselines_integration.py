@@ -10,7 +10,6 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from avfusion.cli import main as cli_main
-from avfusion.data.tuxav import make_tuxav
 from avfusion.models.registry import model_config
 
 
@@ -28,10 +27,8 @@ FAST = ["--set", "scale=smoke", "--set", "data.image_size=64", "--set", "optim.e
 
 
 @pytest.fixture(scope="module")
-def tuxav(tmp_path_factory):
-    out = tmp_path_factory.mktemp("tuxav")
-    make_tuxav(out, scale="smoke")
-    return out
+def tuxav(tuxav_smoke):
+    return tuxav_smoke
 
 
 def _run(command, out, *args):

@@ -80,12 +80,8 @@ def test_head_bias_init_from_class_frequencies():
 
 
 @pytest.fixture(scope="module")
-def smoke_manifest(tmp_path_factory):
-    from avfusion.data.tuxav import make_tuxav
-
-    out = tmp_path_factory.mktemp("tuxav_smoke")
-    make_tuxav(out, "smoke", 0)
-    return out
+def smoke_manifest(tuxav_smoke):
+    return tuxav_smoke
 
 
 def test_smoke_finetune_writes_metrics_and_evaluates_deterministically(smoke_manifest, tmp_path):

@@ -13,14 +13,12 @@ from avfusion.models.registry import build_encoder
 from avfusion.tasks import linprobe
 from avfusion.tasks.common import load_job_config
 
+LINPROBE_MARGIN = 10.0   # acc_all pretrained - random init, tiny benchmark (benchmarks/learning_margins.csv)
+
 
 @pytest.fixture(scope="module")
-def smoke_manifest(tmp_path_factory):
-    from avfusion.data.tuxav import make_tuxav
-
-    out = tmp_path_factory.mktemp("tuxav_smoke")
-    make_tuxav(out, "smoke", 0)
-    return out
+def smoke_manifest(tuxav_smoke):
+    return tuxav_smoke
 
 
 def _config(manifest, *overrides):
@@ -86,31 +84,23 @@ def test_probe_without_feature_cache_trains_heads_on_augmented_clips(smoke_manif
     assert (tmp_path / "log.csv").read_text().count("\n") == 1 + 3        # 36 clips / 12 = 3 steps
 
 
-@pytest.mark.slow   # about 2.5 CPU-minutes; part of the default run (CI included)
-def test_probe_on_pretrained_encoder_beats_random_init_on_the_tiny_benchmark(tmp_path):
+@pytest.mark.slow   # ~1 CPU-min, plus the session's tiny pretraining (~2.5 CPU-min, shared with test_dense_tasks_tiny)
+@pytest.mark.learning
+def test_probe_on_pretrained_encoder_beats_random_init_on_the_tiny_benchmark(tuxav_tiny, pretrained_tiny,
+                                                                            learning_seed, margin_check, tmp_path):
     """Pretraining helps the probe once there is enough data: smoke-size model, tiny benchmark (1536 train
-    clips), 768 AV-MAE steps of 32 clips, probe evaluated on val+test (384 clips). Measured (seed 0):
-    acc_all 45.05 pretrained vs 27.34 random init (audio head 42.97 vs 22.66; image head 4.17 vs 7.03,
-    chance 6.25); 46.88 vs 28.39 before tuxav drew all objects at one size (same audio). With the smoke
-    benchmark (36 train clips, <= 180 steps) or 192 clips x 120 steps the probe on the random encoder was
-    as good or better (noise of 12-48 eval clips, random log-mel features are a strong audio probe), so
-    this comparison runs on the tiny benchmark."""
-    from avfusion.data.tuxav import make_tuxav
-    from avfusion.tasks import pretrain
-
+    clips), 768 AV-MAE steps of 32 clips (conftest's `pretrained_tiny`), probe evaluated on val+test (384
+    clips). With the smoke benchmark (36 train clips, <= 180 steps) or 192 clips x 120 steps the probe on the
+    random encoder was as good or better (noise of 12-48 eval clips, random log-mel features are a strong
+    audio probe), so this comparison runs on the tiny benchmark. Margin: LINPROBE_MARGIN (module top)."""
     torch.set_num_threads(1)
-    make_tuxav(tmp_path / "tiny", "tiny", 0)
-    common = [f"data.manifest={tmp_path / 'tiny'}", "data.image_size=64", "device=cpu", "seed=0",
+    common = [f"data.manifest={tuxav_tiny}", "data.image_size=64", "device=cpu", f"seed={learning_seed}",
               "model.preset=deepavfusion-smoke"]
-    pcfg = load_job_config(pretrain.Config, [], common + [
-        "optim.batch_size=32", "optim.max_steps_per_epoch=48", "optim.epochs=16", "optim.lr=0.0015",
-        "optim.warmup_epochs=1", "optim.unimodal_lr_ramp=false", "knn.enabled=false"], pretrain.RECIPES)
-    pretrain.run(pcfg, tmp_path / "pretrain")
     acc = {}
-    for name, ckpt in [("pretrained", str(tmp_path / "pretrain")), ("random", "")]:
+    for name, ckpt in [("pretrained", str(pretrained_tiny)), ("random", "")]:
         cfg = load_job_config(linprobe.Config, [], common + [
             "data.eval_split=val+test", "recipe=paper", "optim.lr=0.01", "optim.epochs=20", "optim.batch_size=64",
             f"init.checkpoint={ckpt}"], linprobe.RECIPES)
         acc[name] = linprobe.run(cfg, tmp_path / f"linprobe_{name}")["acc_all"]
     print(f"linear probe acc_all: pretrained {acc['pretrained']:.2f} vs random init {acc['random']:.2f}")
-    assert acc["pretrained"] > acc["random"] + 10.0
+    margin_check("acc_all pretrained - random init", acc["pretrained"], acc["random"], LINPROBE_MARGIN)

@@ -14,18 +14,16 @@ from avfusion.cli import main as cli_main
 from avfusion.metrics.localization import ciou
 from avfusion.tasks.localization import MismatchedAudio, gaussian_prior, mismatched_partners
 
+# over the uniform-noise map; half the smallest gap over seeds 0-4 (7.85 / 7.08, benchmarks/learning_margins.csv)
+MARGINS = {"ciou_mean": 3.5, "auc": 3.5}
 # model: a job refuses a config without one (it used to default to this preset in these three tasks)
 SMOKE = ["model.preset=deepavfusion-smoke", "data.image_size=64", "optim.batch_size=8", "optim.lr=0.001", "optim.warmup_epochs=1",
          "optim.schedule=constant", "device=cpu", "data.eval_batch_size=12", "data.eval_split=val+test"]
 
 
 @pytest.fixture(scope="module")
-def tuxav(tmp_path_factory):
-    from avfusion.data.tuxav import make_tuxav
-
-    out = tmp_path_factory.mktemp("tuxav") / "smoke"
-    make_tuxav(out, scale="smoke")
-    return out
+def tuxav(tuxav_smoke):
+    return tuxav_smoke
 
 
 def test_gaussian_prior_binarizes_to_the_central_half():
@@ -50,9 +48,10 @@ def test_mismatched_audio_comes_from_another_class_half_the_set_away():
     assert item["image"].item() == 1 and item["audio"].item() == 16
 
 
-def test_smoke_localization_beats_a_random_map(tuxav, tmp_path):
+@pytest.mark.learning
+def test_smoke_localization_beats_a_random_map(tuxav, learning_seed, margin_check, tmp_path):
     torch.set_num_threads(1)
-    sets = [f"data.manifest={tuxav}", "optim.epochs=15", *SMOKE]
+    sets = [f"data.manifest={tuxav}", f"seed={learning_seed}", "optim.epochs=15", *SMOKE]
     assert cli_main(["localization", *sum((["--set", s] for s in sets), []), "--out", str(tmp_path)]) == 0
     m = json.loads((tmp_path / "metrics.json").read_text())["metrics"]
     print(f"localization smoke: ciou_mean {m['ciou_mean']:.2f} (prior {m['prior_ciou_mean']:.2f}), "
@@ -61,7 +60,7 @@ def test_smoke_localization_beats_a_random_map(tuxav, tmp_path):
     print(f"with mismatched audio: ciou_mean {m['shuffled_audio_ciou_mean']:.2f}, "
           f"ciou_ap50 {m['shuffled_audio_ciou_ap50']:.2f}, auc {m['shuffled_audio_auc']:.2f}")
     assert m["n_images"] == 12 and m["n_skipped_empty"] == 0 and m["steps"] == 60
-    assert m["ciou_mean"] > m["random_ciou_mean"] + 5
-    assert m["auc"] > m["random_auc"] + 5
+    for key, margin in MARGINS.items():
+        margin_check(f"{key} - random map", m[key], m[f"random_{key}"], margin)
     examples = np.load(tmp_path / "examples.npz")
     assert examples["gt_map"].shape == (4, 64, 64) and examples["pred"].shape == (4, 64, 64)

@@ -15,6 +15,8 @@ from avfusion.tasks import pretrain
 from avfusion.tasks.common import load_job_config
 from avfusion.tasks.knn_probe import knn_loo
 
+LOSS_DROP_MARGIN = 0.2   # first - last epoch's smoke loss; smallest over seeds 0-4: 0.511 (benchmarks/learning_margins.csv)
+
 
 def _rows(path):
     with open(path, newline="") as fh:
@@ -22,12 +24,8 @@ def _rows(path):
 
 
 @pytest.fixture(scope="module")
-def smoke_manifest(tmp_path_factory):
-    from avfusion.data.tuxav import make_tuxav
-
-    out = tmp_path_factory.mktemp("tuxav_smoke")
-    make_tuxav(out, "smoke", 0)
-    return out
+def smoke_manifest(tuxav_smoke):
+    return tuxav_smoke
 
 
 def _config(manifest, *overrides):
@@ -65,15 +63,16 @@ def test_knn_loo_multilabel_scores_neighbour_labels_by_similarity():
     assert "map_image" not in got and "map_all" in got
 
 
-def test_smoke_pretraining_loss_falls_and_knn_curve_is_written(smoke_manifest, tmp_path):
+@pytest.mark.learning
+def test_smoke_pretraining_loss_falls_and_knn_curve_is_written(smoke_manifest, learning_seed, margin_check, tmp_path):
     torch.set_num_threads(1)
-    cfg = _config(smoke_manifest, "optim.epochs=4", "knn.every=2", "knn.at_start=true")
+    cfg = _config(smoke_manifest, f"seed={learning_seed}", "optim.epochs=4", "knn.every=2", "knn.at_start=true")
     metrics = pretrain.run(cfg, tmp_path)
     steps = _rows(tmp_path / "log.csv")
     assert [int(r["step"]) for r in steps] == list(range(1, 25))   # 36 clips / 6 = 6 steps x 4 epochs
     first, last = np.mean([float(r["loss"]) for r in steps[:6]]), np.mean([float(r["loss"]) for r in steps[-6:]])
     print(f"smoke pretraining loss: first epoch {first:.3f} -> last epoch {last:.3f}")
-    assert last < first - 0.2
+    margin_check("first-epoch loss - last-epoch loss", first, last, LOSS_DROP_MARGIN)
     knn = _rows(tmp_path / "knn.csv")
     assert list(knn[0]) == ["epoch", "step", "acc_audio", "acc_image", "acc_fusion", "acc_all"]
     assert [(r["epoch"], r["step"]) for r in knn] == [("-1", "0"), ("0", "6"), ("2", "18"), ("3", "24")]

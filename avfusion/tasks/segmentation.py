@@ -9,8 +9,8 @@
 - evaluation (deterministic frames) in both conventions (avfusion.metrics.segmentation):
   DeepAVFusion `miou` (background included), `miou_nobg`, `fscore`; AVSBench `avsbench_miou`,
   `avsbench_fscore`; `n_frames` (scored by DeepAVFusion), `n_skipped_empty` (background-only frames).
-  Also the all-foreground and all-background predictors' scores (`allfg_*`, `allbg_*`) as the
-  trivial references. Percentages.
+  Also the two trivial predictors' scores as floors: every pixel foreground (`allfg_*`; AVSS: the first
+  foreground class) and every pixel background (`allbg_*`). Percentages.
 - examples.npz: a few images, GT masks and predicted probabilities.
 """
 from __future__ import annotations
@@ -73,41 +73,41 @@ def summarize(deepavfusion, avsbench, prefix: str = "") -> dict:
             f"{prefix}avsbench_fscore": 100 * bench["fscore"]}
 
 
+def trivial_predictions(logits: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The floors of every segmentation table, as logits shaped like the model's (B, C, S, S):
+    `allfg_` every pixel foreground (AVSS: the first foreground class), `allbg_` every pixel background."""
+    all_fg, all_bg = torch.zeros_like(logits), torch.zeros_like(logits)  # (B, C, S, S)
+    if logits.shape[1] == 1:  # binary: sigmoid(+-10) decides every threshold
+        all_fg += 10.0
+        all_bg -= 10.0
+    else:
+        all_fg[:, 1] = 10.0
+        all_bg[:, 0] = 10.0
+    return {"allfg_": all_fg, "allbg_": all_bg}
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, device: torch.device, num_classes: int, n_examples: int) -> tuple[dict, dict]:
     from ..metrics.segmentation import AVSBenchSegmentationEvaluator, DeepAVFusionSegmentationEvaluator
 
     model.eval()
-    ours, bench = DeepAVFusionSegmentationEvaluator(num_classes), AVSBenchSegmentationEvaluator(num_classes)
-    fg_ours, fg_bench = DeepAVFusionSegmentationEvaluator(num_classes), AVSBenchSegmentationEvaluator(num_classes)
-    bg_ours, bg_bench = DeepAVFusionSegmentationEvaluator(num_classes), AVSBenchSegmentationEvaluator(num_classes)
+    evaluators = {prefix: (DeepAVFusionSegmentationEvaluator(num_classes), AVSBenchSegmentationEvaluator(num_classes))
+                  for prefix in ("", "allfg_", "allbg_")}
     examples: dict[str, list] = {"image": [], "mask": [], "pred": []}
     for batch in loader:
         logits = model(batch["image"].to(device), batch["audio"].to(device)).float().cpu()  # (B, C, S, S)
-        ours.update(logits, batch["mask"])
-        bench.update(logits, batch["mask"])
-        all_fg = torch.zeros_like(logits)  # (B, C, S, S): every pixel foreground
-        if num_classes == 1:
-            all_fg += 10.0
-        else:  # every pixel the first foreground class
-            all_fg[:, 1] = 10.0
-        fg_ours.update(all_fg, batch["mask"])
-        fg_bench.update(all_fg, batch["mask"])
-        all_bg = torch.zeros_like(logits)  # (B, C, S, S): every pixel background
-        if num_classes == 1:
-            all_bg -= 10.0
-        else:
-            all_bg[:, 0] = 10.0
-        bg_ours.update(all_bg, batch["mask"])
-        bg_bench.update(all_bg, batch["mask"])
+        for prefix, prediction in (("", logits), *trivial_predictions(logits).items()):
+            for evaluator in evaluators[prefix]:
+                evaluator.update(prediction, batch["mask"])
         if len(examples["image"]) < n_examples:
             prob = torch.sigmoid(logits[:, 0]) if num_classes == 1 else logits.argmax(1).float()
             examples["image"].append(torch.from_numpy(denormalize(batch["image"])))
             examples["mask"].append(batch["mask"].float())
             examples["pred"].append(prob)
-    metrics = summarize(ours, bench)
-    metrics.update(summarize(fg_ours, fg_bench, prefix="allfg_"))
-    metrics.update(summarize(bg_ours, bg_bench, prefix="allbg_"))
+    metrics = {}
+    for prefix, (ours, bench) in evaluators.items():
+        metrics.update(summarize(ours, bench, prefix=prefix))
+    ours = evaluators[""][0]
     metrics.update(n_frames=ours.n_frames, n_skipped_empty=ours.n_skipped_empty)
     arrays = {k: torch.cat(v)[:n_examples].numpy() for k, v in examples.items() if v}
     return metrics, arrays
