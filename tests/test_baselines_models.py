@@ -81,7 +81,8 @@ def test_sound_of_pixels_learns_real_mix_and_separate(testdata, margin_check):
 @pytest.mark.parametrize("preset,layers,arch", [
     ("late-fusion-smoke", [1], "dense"), ("mid-fusion-smoke", [0, 1], "dense"),
     ("no-fusion-smoke", [], None), ("token-fusion-smoke", [0, 1], "token")])
-def test_table4_fusion_presets_train_at_smoke_size(preset, layers, arch):
+@pytest.mark.learning
+def test_table4_fusion_presets_train_at_smoke_size(preset, layers, arch, learning_seed, margin_check):
     model = build_pretrain_model({"preset": preset})
     enc = model.encoder
     assert enc.fusion_layers == layers
@@ -91,13 +92,13 @@ def test_table4_fusion_presets_train_at_smoke_size(preset, layers, arch):
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     losses = []
     for _ in range(5):
-        torch.manual_seed(1)  # same masks each step
+        torch.manual_seed(1 + learning_seed)  # same masks each step
         loss = model(image, audio)["loss"]
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
-    assert losses[-1] < losses[0]
+    margin_check("first loss - last loss", losses[0], losses[-1], 0.0)   # smallest over seeds 0-4: see the CSV
     out = enc(image, audio)
     assert out.fusion.shape == (4, 8, 64)  # smoke: 4 + 2 + 2 fusion tokens
 

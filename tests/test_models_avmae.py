@@ -19,6 +19,8 @@ from avfusion.models.registry import model_config
 from avfusion.models.registry import build_encoder, build_pretrain_model
 from avfusion.models.vit import patchify
 
+AVMAE_DROP_MARGIN = 0.15   # relative loss drop in 12 steps (benchmarks/learning_margins.csv)
+
 
 def _real_batch(testdata, image_size=64):
     """The 4 DeepAVFusion demo clips: frame (ImageNet-normalised) and log10-mel of the 3 s audio
@@ -57,9 +59,10 @@ def test_norm_pix_loss_only_counts_masked_patches():
                                ((target[0, 0] ** 2).mean() + (target[1, 4] ** 2).mean()) / 2)
 
 
-def test_avmae_loss_falls_on_a_fixed_batch_of_real_clips(testdata):
+@pytest.mark.learning
+def test_avmae_loss_falls_on_a_fixed_batch_of_real_clips(testdata, learning_seed, margin_check):
     torch.set_num_threads(1)
-    torch.manual_seed(0)
+    torch.manual_seed(learning_seed)
     image, audio = _real_batch(testdata)
     model = build_pretrain_model({"preset": "deepavfusion-smoke"})
     out = model(image, audio)
@@ -74,7 +77,8 @@ def test_avmae_loss_falls_on_a_fixed_batch_of_real_clips(testdata):
         loss.backward()
         opt.step()
         losses.append(loss.item())
-    assert np.mean(losses[-3:]) < 0.85 * np.mean(losses[:3]), losses   # measured: 2.40 -> 1.89
+    # relative drop of the mean loss (first 3 -> last 3 steps); margin: AVMAE_DROP_MARGIN
+    margin_check("relative loss drop", 1 - np.mean(losses[-3:]) / np.mean(losses[:3]), 0.0, AVMAE_DROP_MARGIN)
     assert model.encoder.image.pos_embed.grad is None                 # frozen encoder table
     assert model.image_decoder_pos_embed.grad is not None             # official: decoder table trains
 
