@@ -98,7 +98,7 @@ def test_table4_fusion_presets_train_at_smoke_size(preset, layers, arch, learnin
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
-    margin_check("first loss - last loss", losses[0], losses[-1], 0.0)   # smallest over seeds 0-4: see the CSV
+    margin_check("first loss - last loss", losses[0], losses[-1], 0.15)   # smallest over seeds 0-4 and presets: 0.348
     out = enc(image, audio)
     assert out.fusion.shape == (4, 8, 64)  # smoke: 4 + 2 + 2 fusion tokens
 
