@@ -219,21 +219,46 @@ def check_resume_config(ckpt: dict, run_config: Any, ckpt_file: Path) -> None:
                           f"resume, or --fresh to start afresh (the old run is moved aside)")
 
 
-def train(model: torch.nn.Module, loss_fn: LossFn, train_set: Dataset, cfg: OptimConfig,
-          out_dir: str | Path, *, seed: int = 0, device: str = "auto", workers: int = 0,
-          collate_fn: Optional[Callable] = None, param_groups: Optional[list[dict]] = None,
-          ramp_prefixes: tuple[str, ...] = ("encoder.image.", "encoder.audio."),
-          eval_fn: Optional[Callable[[torch.nn.Module, int, int], Optional[dict]]] = None,
-          eval_epochs: Optional[Callable[[int], bool]] = None, eval_at_start: bool = False,
-          extra_logs: Iterable[tuple[Path, str]] = (), job_config: Any = None,
-          desc: str = "train", progress_every: int = 10) -> TrainResult:
-    """Train `model` for cfg.epochs epochs with `loss_fn(model, batch) -> (loss, logs)`; see module doc."""
-    out_dir = Path(out_dir)
-    extra_logs = [(Path(p), col) for p, col in extra_logs]
+@dataclass
+class _TrainState:
+    """What one `train` call carries from step to step: the (maybe DDP-wrapped) model, its optimiser
+    and loader, where the logs go, and the counters a checkpoint saves."""
+    net: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    amp_dtype: Optional[torch.dtype]
+    base_lr: float
+    dev: torch.device
+    rank: int
+    world: int
+    sampler: DistributedSampler
+    loader: DataLoader
+    iters: int                               # loader iterations per epoch (whole optimizer steps)
+    out_dir: Path
+    extra_logs: list[tuple[Path, str]]
+    step: int = 0                            # optimizer steps done in total
+    step_log: Optional[CSVLog] = None
+    epoch_log: Optional[CSVLog] = None
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def log_path(self) -> Path:
+        return self.out_dir / "log.csv"
+
+    @property
+    def epochs_path(self) -> Path:
+        return self.out_dir / "epochs.csv"
+
+
+def _setup(model: torch.nn.Module, train_set: Dataset, cfg: OptimConfig, out_dir: Path, seed: int, device: str,
+           workers: int, collate_fn, param_groups, ramp_prefixes, extra_logs) -> _TrainState:
+    """Device, process group, seeds, optimiser (+ AMP scaler), DDP wrapper and the sharded loader."""
     dev = resolve_device(device)
     dist_utils.init_distributed(dev.type)
     rank, world = dist_utils.get_rank(), dist_utils.get_world_size()
-    main = rank == 0
     seed_everything(seed + rank)
 
     model = model.to(dev)
@@ -258,125 +283,164 @@ def train(model: torch.nn.Module, loss_fn: LossFn, train_set: Dataset, cfg: Opti
     if iters == 0:
         raise ValueError(f"training set of {len(train_set)} items gives no full optimizer step with "
                          f"batch_size={cfg.batch_size} x accum_iter={cfg.accum_iter} x {world} processes")
+    return _TrainState(net, optimizer, scaler, amp_dtype, base_lr, dev, rank, world, sampler, loader, iters,
+                       out_dir, [(Path(p), col) for p, col in extra_logs])
 
-    # ---- resume
-    ckpt_file = checkpoint_path(out_dir)
-    log_path, epochs_path = out_dir / "log.csv", out_dir / "epochs.csv"
-    start_epoch, step, resumed_from = 0, 0, None
-    evals: dict[int, dict] = {}
+
+def _resume(state: _TrainState, run_config: Any) -> Optional[int]:
+    """Load the run folder's checkpoint (model, optimiser, scaler, step, RNG) and drop log rows written
+    after it; returns the completed epochs it holds (None on a fresh run, whose stale logs are removed)."""
+    ckpt_file = checkpoint_path(state.out_dir)
+    if not ckpt_file.is_file():
+        if state.main:  # a fresh run: logs from an earlier, checkpoint-less attempt are stale
+            for path in [state.log_path, state.epochs_path, *(p for p, _ in state.extra_logs)]:
+                Path(path).unlink(missing_ok=True)
+        return None
+    ckpt = load_checkpoint(ckpt_file)
+    check_resume_config(ckpt, run_config, ckpt_file)
+    unwrap(state.net).load_state_dict(ckpt["state_dict"], strict=True)
+    state.optimizer.load_state_dict(ckpt["optimizer"])
+    if ckpt.get("scaler"):
+        state.scaler.load_state_dict(ckpt["scaler"])
+    start_epoch, state.step = int(ckpt["epoch"]), int(ckpt["step"])
+    rng_states = ckpt["rng"]
+    _set_rng_state(rng_states[state.rank] if state.rank < len(rng_states) else rng_states[0])
+    if state.main:
+        CSVLog.truncate_after(state.log_path, "step", state.step)
+        for path, column in [(state.epochs_path, "epoch"), *state.extra_logs]:
+            CSVLog.truncate_after(path, column, start_epoch - 1)
+        print(f"resumed from {ckpt_file}: {start_epoch} epochs, {state.step} steps done")
+    dist_utils.barrier()
+    return start_epoch
+
+
+def _evaluate(state: _TrainState, eval_fn, epoch: int, evals: dict[int, dict]) -> None:
+    """`eval_fn(unwrapped model, epoch, step)` in eval mode; a returned dict is kept in `evals`."""
+    state.net.eval()
+    result = eval_fn(unwrap(state.net), epoch, state.step)
+    if result is not None:
+        evals[epoch] = result
+    state.net.train()
+
+
+def _optimizer_step(state: _TrainState, cfg: OptimConfig, window: dict[str, float]) -> dict[str, float]:
+    """Clip (optional), step, zero the grads; returns the step's logs (mean over ranks under DDP)."""
+    if cfg.clip_grad is not None:
+        state.scaler.unscale_(state.optimizer)
+        window["grad_norm"] = _scalar(torch.nn.utils.clip_grad_norm_(state.net.parameters(), cfg.clip_grad))
+    state.scaler.step(state.optimizer)
+    state.scaler.update()
+    state.optimizer.zero_grad(set_to_none=True)
+    state.step += 1
+    if state.world > 1:  # log the mean over ranks
+        values = torch.tensor(list(window.values()), dtype=torch.float64, device=state.dev)
+        torch.distributed.all_reduce(values)
+        window = dict(zip(window, (values / state.world).tolist()))
+    return window
+
+
+def train_one_epoch(state: _TrainState, loss_fn: LossFn, train_set: Dataset, cfg: OptimConfig, epoch: int,
+                    progress: Progress) -> tuple[dict[str, float], float]:
+    """One pass over the loader: per-iteration lr, AMP forward, loss / accum_iter backward, an optimizer
+    step every accum_iter iterations (one log.csv row each). Returns (epoch means of the logs, last lr)."""
+    state.sampler.set_epoch(epoch)
+    state.net.train()
+    sums: dict[str, float] = {}
+    n_rows, lr = 0, 0.0
+    window: dict[str, float] = {}
+    state.optimizer.zero_grad(set_to_none=True)
+    for it, batch in enumerate(state.loader):
+        if it >= state.iters:
+            break
+        if it % cfg.accum_iter == 0:
+            lr = set_lr(state.optimizer, cfg, state.base_lr, epoch + it / state.iters)
+        batch = move_to_device(batch, state.dev)
+        boundary = (it + 1) % cfg.accum_iter == 0
+        sync = contextlib.nullcontext() if (boundary or state.world == 1) else state.net.no_sync()
+        with sync:
+            with torch.autocast(state.dev.type, dtype=state.amp_dtype or torch.float32,
+                                enabled=state.amp_dtype is not None):
+                loss, logs = loss_fn(state.net, batch)
+            loss_value = _scalar(loss)
+            if not math.isfinite(loss_value):
+                raise FloatingPointError(f"loss is {loss_value} at epoch {epoch}, iteration {it}: stopping; "
+                                         + describe_nonfinite_batch(train_set, batch))
+            state.scaler.scale(loss / cfg.accum_iter).backward()
+        for k, v in {"loss": loss_value, **{k: _scalar(v) for k, v in logs.items()}}.items():
+            window[k] = window.get(k, 0.0) + v / cfg.accum_iter
+        if boundary:
+            window = _optimizer_step(state, cfg, window)
+            if state.main:
+                if state.step_log is None:
+                    state.step_log = CSVLog(state.log_path, ["epoch", "step", "lr", *window])
+                state.step_log.write(epoch=epoch, step=state.step, lr=f"{lr:.6e}",
+                                     **{k: repr(v) for k, v in window.items()})
+            for k, v in window.items():
+                sums[k] = sums.get(k, 0.0) + v
+            n_rows += 1
+            window = {}
+        progress.update(loss=loss_value, lr=lr)
+    state.optimizer.zero_grad(set_to_none=True)
+    return {k: v / max(n_rows, 1) for k, v in sums.items()}, lr
+
+
+def _end_epoch(state: _TrainState, epoch: int, epoch_row: dict[str, float], lr: float, epoch_s: float,
+               seed: int, run_config: Any) -> None:
+    """epochs.csv row, then the checkpoint (every rank's RNG state gathered; written by rank 0)."""
+    if state.main:
+        if state.epoch_log is None:
+            state.epoch_log = CSVLog(state.epochs_path, ["epoch", "step", "lr", *epoch_row, "epoch_s"])
+        state.epoch_log.write(epoch=epoch, step=state.step, lr=f"{lr:.6e}", epoch_s=f"{epoch_s:.3f}",
+                              **{k: repr(v) for k, v in epoch_row.items()})
+    rng_states = dist_utils.all_gather_objects(_rng_state())
+    if state.main:
+        atomic_torch_save({
+            "state_dict": unwrap(state.net).state_dict(), "optimizer": state.optimizer.state_dict(),
+            "scaler": state.scaler.state_dict() if state.scaler.is_enabled() else None,
+            "epoch": epoch + 1, "step": state.step, "rng": rng_states,
+            "sampler": {"seed": seed, "epoch": epoch + 1, "world_size": state.world},
+            "config": to_dict(run_config), "config_hash": numbers_hash(run_config),
+        }, checkpoint_path(state.out_dir))
+    dist_utils.barrier()
+
+
+def train(model: torch.nn.Module, loss_fn: LossFn, train_set: Dataset, cfg: OptimConfig,
+          out_dir: str | Path, *, seed: int = 0, device: str = "auto", workers: int = 0,
+          collate_fn: Optional[Callable] = None, param_groups: Optional[list[dict]] = None,
+          ramp_prefixes: tuple[str, ...] = ("encoder.image.", "encoder.audio."),
+          eval_fn: Optional[Callable[[torch.nn.Module, int, int], Optional[dict]]] = None,
+          eval_epochs: Optional[Callable[[int], bool]] = None, eval_at_start: bool = False,
+          extra_logs: Iterable[tuple[Path, str]] = (), job_config: Any = None,
+          desc: str = "train", progress_every: int = 10) -> TrainResult:
+    """Train `model` for cfg.epochs epochs with `loss_fn(model, batch) -> (loss, logs)`; see module doc.
+    Steps: set up (device, DDP, optimiser, loader) -> resume from the folder's checkpoint -> per epoch:
+    `train_one_epoch`, `eval_fn` where `eval_epochs` says, epochs.csv row + checkpoint."""
     run_config = job_config if job_config is not None else cfg
-    if ckpt_file.is_file():
-        ckpt = load_checkpoint(ckpt_file)
-        check_resume_config(ckpt, run_config, ckpt_file)
-        unwrap(net).load_state_dict(ckpt["state_dict"], strict=True)
-        optimizer.load_state_dict(ckpt["optimizer"])
-        if ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        start_epoch, step, resumed_from = int(ckpt["epoch"]), int(ckpt["step"]), int(ckpt["epoch"])
-        rng_states = ckpt["rng"]
-        _set_rng_state(rng_states[rank] if rank < len(rng_states) else rng_states[0])
-        if main:
-            CSVLog.truncate_after(log_path, "step", step)
-            for path, column in [(epochs_path, "epoch"), *extra_logs]:
-                CSVLog.truncate_after(path, column, start_epoch - 1)
-            print(f"resumed from {ckpt_file}: {start_epoch} epochs, {step} steps done")
-        dist_utils.barrier()
-    elif main:  # a fresh run: logs from an earlier, checkpoint-less attempt are stale
-        for path in [log_path, epochs_path, *(p for p, _ in extra_logs)]:
-            Path(path).unlink(missing_ok=True)
-
+    state = _setup(model, train_set, cfg, Path(out_dir), seed, device, workers, collate_fn, param_groups,
+                   ramp_prefixes, extra_logs)
+    resumed_from = _resume(state, run_config)
+    start_epoch = resumed_from or 0
+    evals: dict[int, dict] = {}
     if eval_at_start and eval_fn is not None and resumed_from is None:  # fresh run: probe the init (epoch -1)
-        net.eval()
-        result = eval_fn(unwrap(net), -1, 0)
-        if result is not None:
-            evals[-1] = result
-        net.train()
+        _evaluate(state, eval_fn, -1, evals)
 
-    step_log: Optional[CSVLog] = None
-    epoch_log: Optional[CSVLog] = None
     t_start, stopped_early, epochs_done = time.perf_counter(), False, start_epoch
     for epoch in range(start_epoch, cfg.epochs):
-        sampler.set_epoch(epoch)
-        net.train()
         t_epoch = time.perf_counter()
-        progress = Progress(total=iters, desc=f"{desc} ep {epoch + 1}/{cfg.epochs}", every=progress_every)
-        sums: dict[str, float] = {}
-        n_rows, lr = 0, 0.0
-        window: dict[str, float] = {}
-        optimizer.zero_grad(set_to_none=True)
-        for it, batch in enumerate(loader):
-            if it >= iters:
-                break
-            if it % cfg.accum_iter == 0:
-                lr = set_lr(optimizer, cfg, base_lr, epoch + it / iters)
-            batch = move_to_device(batch, dev)
-            boundary = (it + 1) % cfg.accum_iter == 0
-            sync = contextlib.nullcontext() if (boundary or world == 1) else net.no_sync()
-            with sync:
-                with torch.autocast(dev.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                    loss, logs = loss_fn(net, batch)
-                loss_value = _scalar(loss)
-                if not math.isfinite(loss_value):
-                    raise FloatingPointError(f"loss is {loss_value} at epoch {epoch}, iteration {it}: stopping; "
-                                             + describe_nonfinite_batch(train_set, batch))
-                scaler.scale(loss / cfg.accum_iter).backward()
-            for k, v in {"loss": loss_value, **{k: _scalar(v) for k, v in logs.items()}}.items():
-                window[k] = window.get(k, 0.0) + v / cfg.accum_iter
-            if boundary:
-                if cfg.clip_grad is not None:
-                    scaler.unscale_(optimizer)
-                    window["grad_norm"] = _scalar(torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.clip_grad))
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
-                if world > 1:  # log the mean over ranks
-                    values = torch.tensor(list(window.values()), dtype=torch.float64, device=dev)
-                    torch.distributed.all_reduce(values)
-                    window = dict(zip(window, (values / world).tolist()))
-                if main:
-                    if step_log is None:
-                        step_log = CSVLog(log_path, ["epoch", "step", "lr", *window])
-                    step_log.write(epoch=epoch, step=step, lr=f"{lr:.6e}",
-                                   **{k: repr(v) for k, v in window.items()})
-                for k, v in window.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                n_rows += 1
-                window = {}
-            progress.update(loss=loss_value, lr=lr)
-        optimizer.zero_grad(set_to_none=True)
-        epoch_row = {k: v / max(n_rows, 1) for k, v in sums.items()}
-
-        evaluated = eval_fn is not None and (eval_epochs is None or eval_epochs(epoch))
-        if evaluated:
-            net.eval()
-            result = eval_fn(unwrap(net), epoch, step)
-            if result is not None:
-                evals[epoch] = result
-            net.train()
-        if main:
-            if epoch_log is None:
-                epoch_log = CSVLog(epochs_path, ["epoch", "step", "lr", *epoch_row, "epoch_s"])
-            epoch_log.write(epoch=epoch, step=step, lr=f"{lr:.6e}", epoch_s=f"{time.perf_counter() - t_epoch:.3f}",
-                            **{k: repr(v) for k, v in epoch_row.items()})
-        rng_states = dist_utils.all_gather_objects(_rng_state())
-        if main:
-            atomic_torch_save({
-                "state_dict": unwrap(net).state_dict(), "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict() if scaler.is_enabled() else None,
-                "epoch": epoch + 1, "step": step, "rng": rng_states,
-                "sampler": {"seed": seed, "epoch": epoch + 1, "world_size": world},
-                "config": to_dict(run_config), "config_hash": numbers_hash(run_config),
-            }, ckpt_file)
-        dist_utils.barrier()
+        progress = Progress(total=state.iters, desc=f"{desc} ep {epoch + 1}/{cfg.epochs}", every=progress_every)
+        epoch_row, lr = train_one_epoch(state, loss_fn, train_set, cfg, epoch, progress)
+        if eval_fn is not None and (eval_epochs is None or eval_epochs(epoch)):
+            _evaluate(state, eval_fn, epoch, evals)
+        _end_epoch(state, epoch, epoch_row, lr, time.perf_counter() - t_epoch, seed, run_config)
         epochs_done = epoch + 1
         if cfg.time_budget_s is not None and time.perf_counter() - t_start > cfg.time_budget_s:
             stopped_early = epoch + 1 < cfg.epochs
-            if main and stopped_early:
+            if state.main and stopped_early:
                 print(f"time budget {cfg.time_budget_s}s reached after epoch {epoch + 1}: stopping")
             break
-    for log in (step_log, epoch_log):
+    for log in (state.step_log, state.epoch_log):
         if log is not None:
             log.close()
-    return TrainResult(model=unwrap(net), history=_read_csv(epochs_path), evals=evals, steps=step,
-                       epochs_done=epochs_done, resumed_from=resumed_from, stopped_early=stopped_early)
+    return TrainResult(model=unwrap(state.net), history=_read_csv(state.epochs_path), evals=evals,
+                       steps=state.step, epochs_done=epochs_done, resumed_from=resumed_from,
+                       stopped_early=stopped_early)
