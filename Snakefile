@@ -3,7 +3,7 @@
     snakemake --profile workflow/profiles/local all                         # tiny scale (make tiny)
     snakemake --profile workflow/profiles/local --config scale=smoke -- all
     snakemake --profile slurm --config scale=smoke -- results/table4.csv   # every job a SLURM job
-    snakemake -n --config scale=paper -- all                                # plan the paper run
+    snakemake -n --configfile my_paths.yaml --config scale=paper -- all    # plan the paper run (dataset roots: README)
 
 Config layers (later wins): workflow/config/default.yaml < workflow/config/scales/<scale>.yaml
 < --configfile / --config. Every variant: workflow/config/experiments.yaml. Every job runs through

@@ -1,6 +1,6 @@
 """`avfusion media-info FILE...`: streams, durations, rates, and the model inputs each file gives.
 
-    avfusion media-info clip.mp4 frame.jpg sound.ogg [--image-size 224]
+    avfusion media-info clip.mp4 frame.jpg sound.ogg --image-size 224
 
 For every file: its audio/video streams as PyAV sees them, then the shapes of the model inputs read
 from the middle of the file (a (3, S, S) image and a (1, 128, 192) log-mel). A file that cannot be read

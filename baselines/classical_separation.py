@@ -1,6 +1,6 @@
 """Blind classical separation baselines of Table 1 (NMF, RPCA) over fixed mixture pairs.
 
-    avfusion classical-separation --config cfg.yaml --set method=rpca --set data.manifest=DIR --out runs/rpca
+    avfusion classical-separation --set method=rpca --set data.manifest=data/tuxav-smoke --out runs/separation/rpca
 
 For every evaluation pair of the manifest folder (`MixtureDataset(..., train=False)`, fixed pairs of
 pairs.csv) the mixture waveform is turned into an STFT (n_fft 800, hop 250, Hann: the grid of the

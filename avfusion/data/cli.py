@@ -1,6 +1,6 @@
 """`avfusion data ...`: build manifests.
 
-    avfusion data make-tuxav --scale tiny --out data/tuxav-tiny [--seed 0]   # the embedded benchmark
+    avfusion data make-tuxav --scale tiny --out data/tuxav-tiny --seed 0     # the embedded benchmark
     avfusion data prepare vggsound --root /data/vggsound --out data/vggsound  # an official layout
     avfusion data cache --manifest data/vggsound --out data/vggsound-prepared --workers 16  # fast media
 """

@@ -113,20 +113,22 @@ def resolve(model_section: dict) -> dict:
     return validate_model_dict(section)
 
 
-def build_pretrain_model(model_dict: dict) -> nn.Module:
+def _build(model_dict: dict, part: str, what: str) -> nn.Module:
     cfg = resolve(model_dict)
-    factory = family_entry(cfg["family"]).pretrain
+    factory = getattr(family_entry(cfg["family"]), part)
     if factory is None:
-        raise ConfigError(f"model family {cfg['family']!r} has no pretraining model")
+        raise ConfigError(f"model family {cfg['family']!r} has no {what}")
     return factory(cfg)
+
+
+def build_pretrain_model(model_dict: dict) -> nn.Module:
+    """The family's pretraining model (e.g. AVMAE) of a model dict or `{preset: NAME, ...}` section."""
+    return _build(model_dict, "pretrain", "pretraining model")
 
 
 def build_encoder(model_dict: dict) -> nn.Module:
-    cfg = resolve(model_dict)
-    factory = family_entry(cfg["family"]).encoder
-    if factory is None:
-        raise ConfigError(f"model family {cfg['family']!r} has no encoder")
-    return factory(cfg)
+    """The family's encoder (the encoder contract of docs/interfaces.md) of a model dict or section."""
+    return _build(model_dict, "encoder", "encoder")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 Every task module defines a dataclass `Config(JobConfig)` and `run(cfg, out_dir) -> dict` (flat
 metrics); its CLI is then just:
 
-    def add_arguments(parser): add_job_arguments(parser)
+    add_arguments = add_job_arguments
     def main(args): return job_main(args, Config, run)
 
     avfusion <task> --config FILE [--config FILE2] [--set key=value ...] --out DIR [--fresh]

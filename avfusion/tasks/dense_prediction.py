@@ -8,6 +8,7 @@ layer ids from `avfusion.optim`, heads at depth + 1), warmup + cosine.
 from __future__ import annotations
 
 import io
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from torch.utils.data import DataLoader
 
 from ..engine import OptimConfig
 from ..io import _atomic_write_bytes
-from .common import JobConfig, TrainEvalDataConfig, write_job_metrics
+from .common import JobConfig, TrainEvalDataConfig, build_task_encoder, start_job, write_job_metrics
 
 
 def finetune_optim(**overrides) -> OptimConfig:
@@ -36,6 +37,14 @@ class DensePredictionConfig(JobConfig):
     n_examples: int = 4                  # examples.npz: this many eval items for the report's figures
     data: TrainEvalDataConfig = field(default_factory=TrainEvalDataConfig)
     optim: OptimConfig = field(default_factory=finetune_optim)
+
+
+def start_dense_job(cfg: DensePredictionConfig) -> tuple[float, torch.device, nn.Module]:
+    """The start of a dense-prediction job: (start time, device from `start_job`, the task encoder:
+    `model` + `init.checkpoint`, `data.image_size` checked, frozen with `freeze_encoder`)."""
+    t0 = time.perf_counter()
+    device = start_job(cfg)
+    return t0, device, build_task_encoder(cfg.model, cfg.init, cfg.data.image_size, cfg.freeze_encoder)
 
 
 def run_encoder(encoder: nn.Module, frozen: bool, image: torch.Tensor, audio: torch.Tensor, return_embs: bool):
@@ -59,6 +68,11 @@ def denormalize(image: torch.Tensor) -> np.ndarray:
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     rgb = (image.detach().cpu().float() * std + mean).clamp(0, 1)  # (B, 3, S, S)
     return (rgb.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+
+
+def stack_examples(examples: dict[str, list], n: int) -> dict[str, np.ndarray]:
+    """{name: [batch tensors (B, ...)]} -> {name: the first `n` items (n, ...)} (names with no batch dropped)."""
+    return {k: torch.cat(v)[:n].numpy() for k, v in examples.items() if v}
 
 
 def write_examples(path: Path, **arrays) -> Path:

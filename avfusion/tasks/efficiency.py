@@ -257,8 +257,7 @@ def run(cfg: Config, out_dir: Path) -> dict:
     return write_job_metrics(out_dir, cfg, metrics, wall_start, machine=machine_description(device))
 
 
-def add_arguments(parser) -> None:
-    add_job_arguments(parser)
+add_arguments = add_job_arguments
 
 
 def main(args) -> int:

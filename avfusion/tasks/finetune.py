@@ -213,8 +213,7 @@ def dense_evaluate(net, cfg: Config, device) -> dict:
     return out
 
 
-def add_arguments(parser):
-    add_job_arguments(parser)
+add_arguments = add_job_arguments
 
 
 def main(args):

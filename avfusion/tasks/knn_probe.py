@@ -45,8 +45,7 @@ def run(cfg: Config, out_dir: Path) -> dict:
     return write_job_metrics(Path(out_dir), cfg, metrics, t0)
 
 
-def add_arguments(parser):
-    add_job_arguments(parser)
+add_arguments = add_job_arguments
 
 
 def main(args):

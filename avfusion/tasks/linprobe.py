@@ -128,8 +128,7 @@ def _check_labels(labels: torch.Tensor, which: str) -> None:
         raise ValueError(f"linprobe: {(labels < 0).sum().item()} {which} clips have no label")
 
 
-def add_arguments(parser):
-    add_job_arguments(parser)
+add_arguments = add_job_arguments
 
 
 def main(args):

@@ -17,7 +17,6 @@ each visual token, trained with per-pixel BCE against the consensus map, scored 
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,8 +26,9 @@ from torch.utils.data import ConcatDataset, Dataset
 
 from ..data.manifest import split_labels
 from ..engine import train
-from .common import add_job_arguments, build_task_encoder, eval_dataset, job_main, start_job
-from .dense_prediction import DensePredictionConfig, denormalize, eval_loader, finish_run, run_encoder
+from .common import add_job_arguments, eval_dataset, job_main
+from .dense_prediction import (DensePredictionConfig, denormalize, eval_loader, finish_run, run_encoder,
+                               stack_examples, start_dense_job)
 
 
 @dataclass
@@ -144,18 +144,15 @@ def evaluate(model: nn.Module, loader, device: torch.device, prior_sigma: float,
             shuffled.update(model(batch["image"].to(device), batch["audio"].to(device)).float().cpu(), batch["gt_map"])
         metrics.update(summarize(shuffled, prefix="shuffled_audio_"))
     metrics.update(n_images=len(ours.cious), n_skipped_empty=ours.n_skipped_empty)
-    arrays = {k: torch.cat(v)[:n_examples].numpy() for k, v in examples.items() if v}
-    return metrics, arrays
+    return metrics, stack_examples(examples, n_examples)
 
 
 def run(cfg: Config, out_dir: Path) -> dict:
     from ..data.datasets import LocalizationDataset
     from ..models.localization_head import localization_loss
 
-    t0 = time.perf_counter()
     out_dir = Path(out_dir)
-    device = start_job(cfg)
-    encoder = build_task_encoder(cfg.model, cfg.init, cfg.data.image_size, cfg.freeze_encoder)
+    t0, device, encoder = start_dense_job(cfg)
     model = AVLocalizer(encoder, cfg.freeze_encoder, cfg.projection)
     train_set = LocalizationDataset(cfg.data.manifest, cfg.data.train_split, True, cfg.data.image_size)
     eval_set = eval_dataset(lambda split: LocalizationDataset(cfg.data.manifest, split, False, cfg.data.image_size),
@@ -175,8 +172,7 @@ def run(cfg: Config, out_dir: Path) -> dict:
     return finish_run(out_dir, cfg, result, metrics, examples, t0)
 
 
-def add_arguments(parser):
-    add_job_arguments(parser)
+add_arguments = add_job_arguments
 
 
 def main(args):

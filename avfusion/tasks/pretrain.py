@@ -151,8 +151,7 @@ def _read_rows(path: Path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
-def add_arguments(parser):
-    add_job_arguments(parser)
+add_arguments = add_job_arguments
 
 
 def main(args):

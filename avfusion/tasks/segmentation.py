@@ -15,7 +15,6 @@
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -26,8 +25,9 @@ from torch import nn
 
 from ..config import ConfigError
 from ..engine import train
-from .common import add_job_arguments, build_task_encoder, eval_dataset, job_main, start_job
-from .dense_prediction import DensePredictionConfig, denormalize, eval_loader, finish_run, run_encoder
+from .common import add_job_arguments, eval_dataset, job_main
+from .dense_prediction import (DensePredictionConfig, denormalize, eval_loader, finish_run, run_encoder,
+                               stack_examples, start_dense_job)
 
 
 @dataclass
@@ -109,17 +109,14 @@ def evaluate(model: nn.Module, loader, device: torch.device, num_classes: int, n
         metrics.update(summarize(ours, bench, prefix=prefix))
     ours = evaluators[""][0]
     metrics.update(n_frames=ours.n_frames, n_skipped_empty=ours.n_skipped_empty)
-    arrays = {k: torch.cat(v)[:n_examples].numpy() for k, v in examples.items() if v}
-    return metrics, arrays
+    return metrics, stack_examples(examples, n_examples)
 
 
 def run(cfg: Config, out_dir: Path) -> dict:
     from ..data.datasets import SegmentationDataset
 
-    t0 = time.perf_counter()
     out_dir = Path(out_dir)
-    device = start_job(cfg)
-    encoder = build_task_encoder(cfg.model, cfg.init, cfg.data.image_size, cfg.freeze_encoder)
+    t0, device, encoder = start_dense_job(cfg)
     model = AVSegmenter(encoder, cfg.num_classes, cfg.decoder_width, cfg.decoder_min_width, cfg.freeze_encoder)
     dataset_classes = 2 if cfg.num_classes == 1 else cfg.num_classes
     train_set = SegmentationDataset(cfg.data.manifest, cfg.data.train_split, True, cfg.data.image_size, dataset_classes)
@@ -136,8 +133,7 @@ def run(cfg: Config, out_dir: Path) -> dict:
     return finish_run(out_dir, cfg, result, metrics, examples, t0)
 
 
-def add_arguments(parser):
-    add_job_arguments(parser)
+add_arguments = add_job_arguments
 
 
 def main(args):

@@ -28,7 +28,7 @@ from torch import nn
 from ..config import from_dict
 from ..engine import train
 from .common import add_job_arguments, build_task_encoder, eval_dataset, job_main, start_job, validate_model_section
-from .dense_prediction import DensePredictionConfig, eval_loader, finish_run, run_encoder
+from .dense_prediction import DensePredictionConfig, eval_loader, finish_run, run_encoder, stack_examples
 
 LOSSES = ("mse", "binary_bce", "weighted_ratio_bce", "power_weighted_bce")
 
@@ -140,8 +140,7 @@ def evaluate(model: nn.Module, loader, device: torch.device, backend: str | None
             examples["mix_audio"].append(batch["mix_audio"][:, 0])
             examples["source_audio"].append(batch["source_audio"][:, :, 0])
             examples["pred_mask"].append(torch.sigmoid(logits[:, :, 0]).float().cpu())
-    arrays = {k: torch.cat(v)[:n_examples].numpy() for k, v in examples.items() if v}
-    return evaluator.summary(), arrays
+    return evaluator.summary(), stack_examples(examples, n_examples)
 
 
 def run(cfg: Config, out_dir: Path) -> dict:
@@ -170,8 +169,7 @@ def run(cfg: Config, out_dir: Path) -> dict:
     return finish_run(out_dir, cfg, result, metrics, examples, t0)
 
 
-def add_arguments(parser):
-    add_job_arguments(parser)
+add_arguments = add_job_arguments
 
 
 def main(args):
