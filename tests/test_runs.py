@@ -43,12 +43,13 @@ def test_one_task_list_for_the_dag_the_cli_and_the_report():
 
 
 def test_plan_writes_each_seed_its_own_job_from_the_shared_unimodal_init():
-    plan = Plan(_config("tiny", results="R"))
+    config = _config("tiny", results="R")
+    plan = Plan(config)
     plan.check()
     assert plan.seeds == [0, 1, 2]
     job = plan.job_config("linprobe", "late_fusion/seed1")
     assert job["seed"] == 1 and job["init"] == {"checkpoint": "R/runs/tiny/pretrain/late_fusion/seed1"}
-    assert job["model"] == {"preset": "late-fusion-tiny"}
+    assert job["model"] == {"preset": f"late-fusion-{config['preset_size']}"}
     pre = plan.job_config("pretrain", "late_fusion/seed2")
     assert pre["init"] == {"image": "R/runs/tiny/pretrain/mae_image", "audio": "R/runs/tiny/pretrain/mae_audio"}
 
