@@ -56,7 +56,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from . import distributed as dist_utils
-from .config import ConfigError, config_differences, numbers_hash, to_dict
+from .checkpoints import (_rng_state, _set_rng_state, check_resume_config, checkpoint_path, load_checkpoint,
+                          resolve_checkpoint)
+from .config import numbers_hash, to_dict
 from .io import atomic_torch_save
 from .optim import OptimConfig, build_optimizer, param_groups as default_param_groups, set_lr
 from .progress import CSVLog, Progress
@@ -76,26 +78,6 @@ class TrainResult:
     epochs_done: int = 0
     resumed_from: Optional[int] = None     # completed epochs found in the checkpoint
     stopped_early: bool = False            # time_budget_s reached
-
-
-def checkpoint_path(out_dir: str | Path) -> Path:
-    return Path(out_dir) / "checkpoints" / "checkpoint_latest.pth"
-
-
-def resolve_checkpoint(path: str | Path, key: str | None = None) -> Path:
-    """A run folder (-> its checkpoints/checkpoint_latest.pth) or a checkpoint file; the error names
-    the path and, given `key`, the config key it came from."""
-    path = Path(path)
-    if path.is_dir():
-        path = checkpoint_path(path)
-    if not path.is_file():
-        where = f"config key '{key}': " if key else ""
-        raise FileNotFoundError(f"{where}checkpoint not found: {path}")
-    return path
-
-
-def load_checkpoint(path: str | Path) -> dict:
-    return torch.load(resolve_checkpoint(path), map_location="cpu", weights_only=False)
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -127,21 +109,6 @@ def move_to_device(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, (list, tuple)):
         return type(batch)(move_to_device(v, device) for v in batch)
     return batch
-
-
-def _rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def _amp_dtype(amp: str, device: torch.device) -> Optional[torch.dtype]:
@@ -203,20 +170,6 @@ def describe_nonfinite_batch(dataset: Dataset, batch: Any) -> str:
     if clips:
         return f"inputs are finite; the batch's clips: {', '.join(clips)}"
     return "inputs are finite"
-
-
-def check_resume_config(ckpt: dict, run_config: Any, ckpt_file: Path) -> None:
-    """Refuse to resume a checkpoint made with a config whose numbers differ from `run_config`'s."""
-    saved_hash = ckpt.get("config_hash")
-    if saved_hash is not None and saved_hash == numbers_hash(run_config):
-        return
-    if ckpt.get("config") is None:
-        return  # a checkpoint of an older version without its config: nothing to compare
-    differences = config_differences(ckpt["config"], run_config)
-    if differences:
-        raise ConfigError(f"{ckpt_file}: this run folder's checkpoint was made with another config; "
-                          f"differing keys: {', '.join(differences)}. Use the checkpoint's values to "
-                          f"resume, or --fresh to start afresh (the old run is moved aside)")
 
 
 @dataclass

@@ -33,7 +33,8 @@ from torch.utils.data import ConcatDataset, DataLoader
 
 from .. import distributed as dist_utils
 from ..config import ConfigError, from_dict, load_yaml, merge, parse_overrides
-from ..engine import resolve_checkpoint, resolve_device, seed_everything
+from ..checkpoints import resolve_checkpoint
+from ..engine import resolve_device, seed_everything
 
 __all__ = ["JobConfig", "InitConfig", "DataConfig", "TrainEvalDataConfig", "ClassificationDataConfig",
            "validate_model_section", "resolve_checkpoint", "build_task_encoder", "start_job",
