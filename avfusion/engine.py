@@ -172,6 +172,37 @@ def describe_nonfinite_batch(dataset: Dataset, batch: Any) -> str:
     return "inputs are finite"
 
 
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """The RNG seed of item `index` in epoch `epoch` of a run with seed `seed` (62-bit, distinct per triple
+    for index < 2**30 and epoch < 2**20)."""
+    return ((seed % (1 << 12)) << 50 | (epoch % (1 << 20)) << 30 | index) & ((1 << 62) - 1)
+
+
+class SampleSeeded(Dataset):
+    """`dataset` with item i of epoch e drawn under torch's RNG seeded by sample_seed(seed, e, i) (then
+    restored), plus `sample_seed` in the item: every random choice of the item (window, frame, crop,
+    gain; the pretraining mask) is then the same whatever the rank, worker or batch it lands in, so
+    N ranks x batch b equal 1 process x batch N*b. The engine sets `epoch` before each epoch."""
+
+    def __init__(self, dataset: Dataset, seed: int):
+        self.dataset, self.seed, self.epoch = dataset, seed, 0
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    @property
+    def rows(self):  # the manifest rows of the wrapped dataset (names the clips of a bad batch)
+        return getattr(self.dataset, "rows", None)
+
+    def __getitem__(self, index: int) -> dict:
+        s = sample_seed(self.seed, self.epoch, index)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(s)
+            item = dict(self.dataset[index])
+        item["sample_seed"] = torch.tensor(s, dtype=torch.int64)
+        return item
+
+
 @dataclass
 class _TrainState:
     """What one `train` call carries from step to step: the (maybe DDP-wrapped) model, its optimiser
@@ -213,6 +244,7 @@ def _setup(model: torch.nn.Module, train_set: Dataset, cfg: OptimConfig, out_dir
     dist_utils.init_distributed(dev.type)
     rank, world = dist_utils.get_rank(), dist_utils.get_world_size()
     seed_everything(seed + rank)
+    cfg = cfg.for_world(world)  # optim.effective_batch -> accum_iter for this many ranks
 
     model = model.to(dev)
     groups = param_groups if param_groups is not None else default_param_groups(
@@ -223,10 +255,16 @@ def _setup(model: torch.nn.Module, train_set: Dataset, cfg: OptimConfig, out_dir
     scaler = torch.amp.GradScaler(dev.type, enabled=amp_dtype == torch.float16)
     net = model
     if world > 1:
-        net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        # SyncBatchNorm as the official code under DDP; PyTorch's SyncBatchNorm runs on CUDA only, so CPU
+        # ranks (gloo: the test SLURM, the rehearsal scale) keep per-rank BatchNorm statistics
+        net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model) if dev.type == "cuda" else model
+        # find_unused_parameters: some parameters get no gradient by design (the exact dense/factorized
+        # fusion drops the key bias, which cancels in the softmax; heads a task does not use)
         net = torch.nn.parallel.DistributedDataParallel(
-            net, device_ids=[dev.index] if dev.type == "cuda" else None)
+            net, device_ids=[dev.index] if dev.type == "cuda" else None, find_unused_parameters=True)
 
+    if cfg.sample_seeded_rng:
+        train_set = SampleSeeded(train_set, seed)
     sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True,
                                  seed=seed, drop_last=True)
     loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=sampler, num_workers=workers,
@@ -297,6 +335,8 @@ def train_one_epoch(state: _TrainState, loss_fn: LossFn, train_set: Dataset, cfg
     """One pass over the loader: per-iteration lr, AMP forward, loss / accum_iter backward, an optimizer
     step every accum_iter iterations (one log.csv row each). Returns (epoch means of the logs, last lr)."""
     state.sampler.set_epoch(epoch)
+    if isinstance(state.loader.dataset, SampleSeeded):
+        state.loader.dataset.epoch = epoch  # (workers are not persistent: each epoch's iterator copies it)
     state.net.train()
     sums: dict[str, float] = {}
     n_rows, lr = 0, 0.0
@@ -371,6 +411,7 @@ def train(model: torch.nn.Module, loss_fn: LossFn, train_set: Dataset, cfg: Opti
     run_config = job_config if job_config is not None else cfg
     state = _setup(model, train_set, cfg, Path(out_dir), seed, device, workers, collate_fn, param_groups,
                    ramp_prefixes, extra_logs)
+    cfg = cfg.for_world(state.world)  # optim.effective_batch -> accum_iter for this many ranks (as _setup)
     resumed_from = _resume(state, run_config)
     start_epoch = resumed_from or 0
     evals: dict[int, dict] = {}

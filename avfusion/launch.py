@@ -52,22 +52,55 @@ class Resources:
     partition: str = ""        # "" = the cluster's default partition
     account: str = ""          # "" = no -A
     gpus: int = 0              # GPUs per node
-    cpus: int = 1              # CPUs per task
+    cpus: int = 1              # CPUs per task (= per rank)
+    nodes: int = 1             # SLURM nodes
+    tasks_per_node: int = 0    # ranks per node; 0 = one per GPU (at least 1). Ranks = nodes x tasks_per_node
     mem_gb: float = 2.0
     time_min: int = 60
     constraint: str = ""       # sbatch --constraint, e.g. "a100|h100"
     signal_delay_s: int = 90   # USR2 this long before the time limit -> checkpoint() + requeue
     max_requeues: int = 20     # submitit's slurm_max_num_timeout
 
+    def ranks_per_node(self) -> int:
+        return self.tasks_per_node or max(1, self.gpus)
+
+    def world_size(self) -> int:
+        return self.nodes * self.ranks_per_node()
+
     def validate(self) -> None:
-        for key in ("gpus", "cpus", "time_min", "signal_delay_s", "max_requeues"):
+        for key in ("gpus", "cpus", "nodes", "tasks_per_node", "time_min", "signal_delay_s", "max_requeues"):
             value = getattr(self, key)
             if not isinstance(value, int) or value < 0:
                 raise LaunchError(f"resource '{key}' must be a non-negative integer, got {value!r}")
-        if self.cpus < 1 or self.time_min < 1:
-            raise LaunchError(f"resources 'cpus' and 'time_min' must be >= 1, got {self.cpus}, {self.time_min}")
+        if self.cpus < 1 or self.time_min < 1 or self.nodes < 1:
+            raise LaunchError(f"resources 'cpus', 'time_min' and 'nodes' must be >= 1, "
+                              f"got {self.cpus}, {self.time_min}, {self.nodes}")
+        if self.gpus and self.tasks_per_node and self.tasks_per_node != self.gpus:
+            raise LaunchError(f"resource 'tasks_per_node' = {self.tasks_per_node} but 'gpus' = {self.gpus}: "
+                              "one rank per GPU (leave tasks_per_node 0)")
         if not self.mem_gb > 0:
             raise LaunchError(f"resource 'mem_gb' must be > 0, got {self.mem_gb!r}")
+
+
+def rank_environment() -> dict[str, str]:
+    """RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT of this task of a multi-task submitit job
+    (SLURM: one task per GPU; local: `tasks_per_node` processes), from submitit's JobEnvironment;
+    {} for a single-task job or outside submitit. The port is derived from the job id, so two jobs
+    on one node do not collide and a requeued job (same id) gets the same one."""
+    import submitit
+
+    if "SUBMITIT_EXECUTOR" not in os.environ:
+        return {}
+    try:
+        env = submitit.JobEnvironment()
+    except RuntimeError:
+        return {}
+    if env.num_tasks <= 1:
+        return {}
+    job_digits = "".join(c for c in str(env.job_id).split("_")[0] if c.isdigit()) or "0"
+    return {"RANK": str(env.global_rank), "LOCAL_RANK": str(env.local_rank), "WORLD_SIZE": str(env.num_tasks),
+            "LOCAL_WORLD_SIZE": str(env.num_tasks // max(1, env.num_nodes)),
+            "MASTER_ADDR": str(env.hostnames[0]), "MASTER_PORT": str(20000 + int(job_digits) % 20000)}
 
 
 class TaskJob:
@@ -94,6 +127,11 @@ class TaskJob:
     def __call__(self) -> dict:
         from .cli import describe, run_command
 
+        ranks = rank_environment()
+        os.environ.update(ranks)  # read by avfusion.distributed.init_distributed (NCCL on GPU, gloo on CPU)
+        if ranks:
+            print(f"[launch] rank {ranks['RANK']} of {ranks['WORLD_SIZE']} (local rank {ranks['LOCAL_RANK']}, "
+                  f"master {ranks['MASTER_ADDR']}:{ranks['MASTER_PORT']})", flush=True)
         print(f"[launch] avfusion {' '.join(self.argv())}", flush=True)
         try:
             code = run_command(self.argv())
@@ -105,6 +143,8 @@ class TaskJob:
             raise LaunchError(f"avfusion {self.task}: {describe(err)}") from err
         if code:
             raise LaunchError(f"avfusion {self.task} exited with code {code}")
+        if ranks and ranks["RANK"] != "0":
+            return {}  # rank 0 writes metrics.json; submitit's job result is rank 0's
         metrics_path = Path(self.out_dir) / "metrics.json"
         if not metrics_path.is_file():
             raise LaunchError(f"avfusion {self.task} finished without writing {metrics_path}")
@@ -125,18 +165,24 @@ def make_executor(executor: str, folder: Path, resources: Resources, job_name: s
     as soon as `srun` is on PATH)."""
     import submitit
 
+    if executor == "debug" and resources.world_size() > 1:
+        raise LaunchError(f"executor 'debug' runs one process; {resources.world_size()} ranks need local or slurm")
     if executor == "debug":
         return submitit.DebugExecutor(folder=folder)
     if executor == "local":
+        if resources.nodes > 1:
+            raise LaunchError(f"executor 'local' runs on this machine: nodes={resources.nodes} needs slurm")
         ex = submitit.LocalExecutor(folder=folder)
-        ex.update_parameters(timeout_min=resources.time_min)
+        ex.update_parameters(timeout_min=resources.time_min, tasks_per_node=resources.ranks_per_node())
         return ex
     if executor == "slurm":
         if shutil.which("sbatch") is None:
             raise LaunchError("executor 'slurm': sbatch is not on PATH")
         ex = submitit.SlurmExecutor(folder=folder, max_num_timeout=resources.max_requeues)
         params: dict[str, Any] = dict(
-            job_name=job_name, time=resources.time_min, nodes=1, ntasks_per_node=1,
+            # one SLURM task per GPU (MAE's launcher), each task one rank (see rank_environment)
+            job_name=job_name, time=resources.time_min, nodes=resources.nodes,
+            ntasks_per_node=resources.ranks_per_node(),
             cpus_per_task=resources.cpus, mem=f"{int(round(resources.mem_gb * 1024))}M",
             signal_delay_s=resources.signal_delay_s,
         )
@@ -226,7 +272,7 @@ def wait_slurm(job, poll_s: float = 2.0, grace_s: float = 20.0, first_s: float =
     deadline = time.time() + grace_s
     while time.time() < deadline and not _ended(slurm_state(job.job_id)):
         time.sleep(min(poll_s, 0.5))
-    return job.result()
+    return job.results()[0]  # rank 0's result (every rank's error is raised)
 
 
 def _record(folder: Path, **info) -> None:
@@ -248,7 +294,9 @@ def _live_slurm_job(folder: Path):
     except LaunchError:
         return None
     if not _ended(state):
-        return submitit.SlurmJob(folder=folder, job_id=str(info["job_id"]))
+        ranks = int(info.get("resources", {}).get("nodes", 1)) * Resources(**{
+            k: v for k, v in info.get("resources", {}).items() if k in ("gpus", "tasks_per_node")}).ranks_per_node()
+        return submitit.SlurmJob(folder=folder, job_id=str(info["job_id"]), tasks=tuple(range(ranks)))
     return None
 
 
@@ -288,7 +336,7 @@ def launch(job: Callable[[], Any], out_dir: str | Path, executor: str = "local",
     print(f"[launch] submitted {job_name} to {executor} as job {submitted.job_id}; logs in {folder}", flush=True)
     if executor == "slurm":
         return wait_slurm(submitted, poll_s=poll_s)
-    return submitted.result()
+    return submitted.results()[0]  # rank 0's result
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

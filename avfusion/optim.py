@@ -35,8 +35,11 @@ class OptimConfig:
     epochs: int = 1
     warmup_epochs: float = 0.0
     schedule: Literal["cosine", "constant"] = "cosine"
-    batch_size: int = 8                  # per process
+    batch_size: int = 8                  # per process (rank)
     accum_iter: int = 1
+    # the official effective batch (batch_size x accum_iter x ranks); when set, accum_iter is derived from
+    # the ranks the job runs on (for_world), and a batch that does not divide it is refused naming the key
+    effective_batch: Optional[int] = None
     layer_decay: Optional[float] = None  # e.g. 0.75 for fine-tuning (spec 4)
     unimodal_lr_ramp: bool = False       # spec 3.2: pretrained unimodal encoders ramp 0 -> 1
     unimodal_ramp_epochs: Optional[float] = None  # default epochs / 2 (official pt_warmup_epochs)
@@ -44,6 +47,10 @@ class OptimConfig:
     clip_grad: Optional[float] = None
     max_steps_per_epoch: Optional[int] = None  # cap iterations per epoch (tiny runs)
     time_budget_s: Optional[float] = None      # stop after the epoch that crosses this wall time
+    # item i of epoch e is drawn under torch's RNG seeded from (seed, e, i), and carries that seed as
+    # `sample_seed` (pretraining draws its masks from it): the run is then the same whatever the number
+    # of ranks and workers (engine.SampleSeeded). Off = the global RNG, seeded per rank and worker.
+    sample_seeded_rng: bool = False
 
     def validate(self) -> None:
         checks = [("epochs", self.epochs >= 1), ("batch_size", self.batch_size >= 1),
@@ -51,11 +58,24 @@ class OptimConfig:
                   ("warmup_epochs", 0 <= self.warmup_epochs <= self.epochs),
                   ("weight_decay", self.weight_decay >= 0),
                   ("lr", self.lr is None or self.lr > 0),
+                  ("effective_batch", self.effective_batch is None or self.effective_batch >= 1),
                   ("layer_decay", self.layer_decay is None or 0 < self.layer_decay <= 1),
                   ("max_steps_per_epoch", self.max_steps_per_epoch is None or self.max_steps_per_epoch >= 1)]
         for key, ok in checks:
             if not ok:
                 raise ConfigError(f"config key 'optim.{key}': invalid value {getattr(self, key)!r}")
+
+    def for_world(self, world_size: int) -> "OptimConfig":
+        """This config for `world_size` ranks: accum_iter = effective_batch / (batch_size x ranks)."""
+        if self.effective_batch is None:
+            return self
+        per_step = self.batch_size * world_size
+        if self.effective_batch < per_step or self.effective_batch % per_step:
+            raise ConfigError(f"config key 'optim.effective_batch': {self.effective_batch} is not a multiple of "
+                              f"batch_size {self.batch_size} x {world_size} ranks = {per_step}")
+        from dataclasses import replace
+
+        return replace(self, accum_iter=self.effective_batch // per_step)
 
     def absolute_lr(self, world_size: int = 1) -> float:
         """lr, or blr * (batch_size * accum_iter * world_size) / 256 (MAE rule)."""

@@ -43,6 +43,18 @@ def provenance(cfg: Any = None, scale: str | None = None, seed: int | None = Non
         "wall_s": wall_s,
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    from . import distributed as dist_utils
+
+    world = dist_utils.get_world_size()
+    out["world_size"] = world  # ranks that trained / evaluated (avfusion.launch: one per GPU)
+    optim = getattr(cfg, "optim", None)
+    if optim is not None and hasattr(optim, "batch_size") and hasattr(optim, "accum_iter"):
+        if hasattr(optim, "for_world"):
+            optim = optim.for_world(world)
+        out["effective_batch"] = optim.batch_size * optim.accum_iter * world  # per rank x accumulation x ranks
+        out["accum_iter"] = optim.accum_iter
+        if hasattr(optim, "absolute_lr"):
+            out["lr"] = optim.absolute_lr(world)
     out.update(extra)
     return out
 

@@ -40,7 +40,7 @@ TASKS: dict[str, tuple[str, str]] = {
 }
 DOWNSTREAM_TASKS = ("linprobe", "finetune", "separation", "segmentation", "localization", "efficiency")
 RUN_TASKS = ("pretrain", *DOWNSTREAM_TASKS)     # the task folders of results/runs/<scale>/ (and table columns)
-VARIANT_KINDS = ("avmae", "unimodal", "supervised", "classical", "alias", "released")
+VARIANT_KINDS = ("avmae", "unimodal", "supervised", "classical", "alias", "released", "efficiency")
 SEED_LEVEL = f"{posixpath.sep}seed"    # run folders <variant>[@<dataset>]/seed<k> (spelled for snakemake --lint)
 
 
@@ -149,6 +149,9 @@ class Plan:
         self.runs = f"{self.results}/runs/{self.scale}"
         self.variants = load_experiments(config["experiments"])["variants"]
         self.seeds = scale_seeds(config)
+        # `executor: auto` = the profile's choice (workflow/rules/common.smk resolves it from the slurm
+        # profile's default resource before the plan is built), else debug
+        self.executor = "debug" if config["executor"] == "auto" else config["executor"]
         self._checked_jobs: dict = {}
 
     # -- variants and folders
@@ -256,8 +259,11 @@ class Plan:
         section = "classical-separation" if kind == "classical" else task
         cfg = deep_merge(self.config["tasks"].get(section, {}), {"seed": seed, "scale": self.scale})
         if task != "efficiency":
-            cfg = deep_merge(cfg, {"data": {"manifest": self.manifest_dir(self.dataset_of(task, variant))}})
-        if kind in ("avmae", "unimodal", "released"):
+            dataset = self.dataset_of(task, variant)
+            # per-dataset overrides of the task's section (datasets.<d>.tasks.<task>: e.g. AVSS num_classes 71)
+            cfg = deep_merge(cfg, self.config["datasets"][dataset].get("tasks", {}).get(section, {}))
+            cfg = deep_merge(cfg, {"data": {"manifest": self.manifest_dir(dataset)}})
+        if kind in ("avmae", "unimodal", "released", "efficiency"):
             cfg["model"] = self.model_section(name)
         if kind == "supervised":
             cfg["sop"] = self.sop_section(name)
@@ -269,6 +275,13 @@ class Plan:
                 else:
                     cfg["init"] = {"image": self.pretrain_run("mae_image", seed),
                                    "audio": self.pretrain_run("mae_audio", seed)}
+        elif task == "pretrain" and kind == "unimodal" and self.config["unimodal_init"]["image"]:
+            # weight files given (paper scale): Table 3's MAE / AudioMAE rows are the public weights, imported
+            from .models.registry import model_config
+
+            modality = model_config(cfg["model"]["preset"]).get("modality", "image")
+            cfg["init"] = {modality: self.config["unimodal_init"][modality]}
+            cfg["import_only"] = True
         elif kind in ("avmae", "unimodal") and task not in ("pretrain", "efficiency"):
             cfg["init"] = {"checkpoint": self.pretrain_run(name, seed)}
         elif kind == "released" and task != "efficiency":
@@ -283,15 +296,20 @@ class Plan:
         res.setdefault("account", self.config.get("slurm_account", ""))
         return res
 
+    def job_ranks(self, task: str) -> int:
+        """Ranks of one job: nodes x tasks_per_node (0 = one per GPU, at least 1); avfusion.launch.Resources."""
+        res = self.job_resources(task)
+        return res.get("nodes", 1) * (res.get("tasks_per_node", 0) or max(1, res["gpus"]))
+
     def job_threads(self, task: str) -> int:
-        """Snakemake cores a job holds: its CPUs when it runs here, 1 when it waits on SLURM."""
-        return 1 if self.config["executor"] == "slurm" else self.job_resources(task)["cpus"]
+        """Snakemake cores a job holds: its CPUs (x ranks) when it runs here, 1 when it waits on SLURM."""
+        return 1 if self.executor == "slurm" else self.job_resources(task)["cpus"] * self.job_ranks(task)
 
     def launch_args(self, task: str, variant: str, command: str | None = None) -> str:
         """`avfusion.launch` arguments but --config and --out for run folder <task>/<variant>; `command` =
         the avfusion command when it differs from the folder's task (classical-separation writes separation/<variant>)."""
         command = command or task
-        args = ["--executor", self.config["executor"], "--task", command, "--job-name", f"avf-{self.scale}-{task}-{variant}"]
+        args = ["--executor", self.executor, "--task", command, "--job-name", f"avf-{self.scale}-{task}-{variant}"]
         for key, value in self.job_resources(command).items():
             args += [f"--{key.replace('_', '-')}", str(value)]
         return " ".join(shlex.quote(a) for a in args)
@@ -320,7 +338,7 @@ class Plan:
                 if key not in TASKS and not (section == "resources" and key == "default"):
                     raise PlanError(f"{section}.{key}", f"not a task; tasks are {list(TASKS)}")
         for name, spec in self.variants.items():
-            if spec["kind"] in ("avmae", "unimodal", "released"):
+            if spec["kind"] in ("avmae", "unimodal", "released", "efficiency"):
                 self.model_section(name)
             if spec["kind"] == "supervised":
                 self.sop_section(name)
@@ -339,13 +357,13 @@ class Plan:
                 raise PlanError(f"datasets.{dataset}.name", "missing: the `avfusion data prepare` dataset key")
         for name, spec in self.variants.items():  # every job config of the DAG, validated by its task's Config
             tasks = {"avmae": RUN_TASKS, "unimodal": RUN_TASKS, "supervised": ["separation"],
-                     "classical": ["separation"]}.get(spec["kind"], [])
+                     "classical": ["separation"], "efficiency": ["efficiency"]}.get(spec["kind"], [])
             for task in tasks:
                 if task == "efficiency" or self.config["task_datasets"].get(task_datasets_key(task, spec["kind"])):
                     self.job_config(task, name)
         if bool(self.config["unimodal_init"]["image"]) != bool(self.config["unimodal_init"]["audio"]):
             raise PlanError("unimodal_init", "give both image and audio weight files, or neither")
-        if self.config["executor"] == "slurm":
+        if self.executor == "slurm":
             self._check_slurm()
 
     def _check_slurm(self) -> None:

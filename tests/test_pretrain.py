@@ -126,3 +126,34 @@ def test_bad_config_fails_before_training_naming_the_key(smoke_manifest, tmp_pat
     with pytest.raises((SystemExit, ConfigError), match=key.replace(".", r"\.")):
         pretrain.main(args)
     assert not (tmp_path / "run" / "log.csv").exists()
+
+
+def test_import_only_makes_a_run_folder_of_published_weights(smoke_manifest, tmp_path):
+    """Paper scale's Table 3 MAE / AudioMAE rows: the public weight file (MAE format: `model`, no prefix)
+    imported as a pretraining run folder that the downstream tasks load like any other."""
+    from avfusion.models.registry import build_pretrain_model
+    from avfusion.tasks.dense_common import InitConfig, build_task_encoder
+
+    torch.manual_seed(7)
+    public = build_pretrain_model({"preset": "mae-image-smoke"}).encoder.image.state_dict()
+    weights = tmp_path / "mae_pretrain_vit_smoke.pth"
+    torch.save({"model": public}, weights)
+    cfg = _config(smoke_manifest, "model.preset=mae-image-smoke", f"init.image={weights}", "import_only=true")
+    assert pretrain.run(cfg, tmp_path / "mae_image") == {"imported": 1, "epochs": 0, "steps": 0}
+    saved = json.loads((tmp_path / "mae_image" / "metrics.json").read_text())
+    assert saved["provenance"]["imported_from"]["image"] == str(weights)
+    encoder = build_task_encoder({"preset": "mae-image-smoke"}, InitConfig(checkpoint=str(tmp_path / "mae_image")),
+                                 64, False)
+    for key, value in public.items():
+        torch.testing.assert_close(encoder.image.state_dict()[key], value)
+    with pytest.raises(ConfigError, match="import_only"):
+        _config(smoke_manifest, "model.preset=mae-image-smoke", "import_only=true")
+
+
+def test_unimodal_lr_ramp_applies_to_initialised_branches_only(smoke_manifest):
+    assert pretrain.ramp_prefixes(_config(smoke_manifest)) == ()   # random branches: no ramp
+    assert pretrain.ramp_prefixes(_config(smoke_manifest, "init.image=x.pth")) == ("encoder.image.",)
+    assert pretrain.ramp_prefixes(_config(smoke_manifest, "init.image=x.pth", "init.audio=y.pth")) == (
+        "encoder.image.", "encoder.audio.")
+    assert pretrain.ramp_prefixes(_config(smoke_manifest, "ramp_random_branches=true")) == (
+        "encoder.image.", "encoder.audio.")  # the official quirk, as a switch

@@ -22,7 +22,8 @@ DOWNSTREAM = ["linprobe", "finetune", "separation", "segmentation", "localizatio
 TABLE_VARIANTS = ["deepavfusion", "no_unimodal_init", "token_fusion", "dense", "mid_fusion", "late_fusion",
                   "no_fusion", "fusion_layers_9", "fusion_layers_6", "fusion_layers_3", "fusion_layers_1",
                   "fusion_tokens_1", "fusion_tokens_8", "fusion_tokens_32", "aggr_tokens_4", "aggr_tokens_16",
-                  "cav_mae", "av_mae_late", "mae_image", "mae_audio", "nmf", "rpca", "sound_of_pixels"]
+                  "cav_mae", "av_mae_late", "mae_image", "mae_audio", "nmf", "rpca", "sound_of_pixels",
+                  "dense_fast"]  # Table 5's extra row: dense timed with our exact fast computation
 
 
 def snakemake(*args, cwd=REPO, timeout=180, env=None):
@@ -50,7 +51,8 @@ def every_run(tmp_path: Path, scale: str, extra_datasets: dict[str, list[str]] |
         kind = spec["kind"]
         if kind == "released":   # not part of `all`: tests/test_released.py
             continue
-        tasks = {"classical": ["separation"], "supervised": ["separation"]}.get(kind, ["pretrain", *DOWNSTREAM])
+        tasks = {"classical": ["separation"], "supervised": ["separation"],
+                 "efficiency": ["efficiency"]}.get(kind, ["pretrain", *DOWNSTREAM])
         for task in tasks:
             once = len(seeds) == 1 or (task == "pretrain" and spec.get("shared_pretrain"))
             suffixes = [""] if once else [f"/seed{k}" for k in seeds]
@@ -92,8 +94,8 @@ def test_dry_run_plans_every_run_of_every_variant(tmp_path, scale):
     assert n_seeds == {"smoke": 1, "tiny": 3}[scale]
     # the unimodal inits are pretrained once and shared by every seed
     assert counts["pretrain"] == (len(trained) - len(shared)) * n_seeds + len(shared) and len(trained) == 17
-    # 17 trained variants x 6 tasks + Sound of Pixels (separation only), per seed
-    assert counts["downstream"] == (len(trained) * len(DOWNSTREAM) + 1) * n_seeds
+    # 17 trained variants x 6 tasks + Sound of Pixels (separation only) + dense_fast (efficiency only), per seed
+    assert counts["downstream"] == (len(trained) * len(DOWNSTREAM) + 2) * n_seeds
     assert counts["classical_separation"] == 2 * n_seeds and counts["make_tuxav"] == 1
     # av_mae_late's and fusion_layers_1's runs copy late_fusion's, fusion_layers_3's copy mid_fusion's (issue 17)
     assert counts["alias_run"] == 3 * (1 + len(DOWNSTREAM)) * n_seeds
@@ -101,14 +103,14 @@ def test_dry_run_plans_every_run_of_every_variant(tmp_path, scale):
 
 def test_paper_dry_run_plans_official_datasets_with_fake_roots(tmp_path):
     roots = {"datasets": {d: {"source": "prepare", "name": d, "root": f"/nonexistent/{d}"} for d in
-                          ["vggsound", "vggsound_music", "vggsound_instruments", "music_duet", "avsbench_s4",
+                          ["vggsound", "vggsound_music", "vggsound_instruments", "music_solo", "avsbench_s4",
                            "avsbench_avss", "flickr_soundnet"]},
              "unimodal_init": {"image": "/nonexistent/mae_pretrain_vit_base.pth",
                                "audio": "/nonexistent/audiomae_pretrained.pth"}}
     paths = tmp_path / "paths.yaml"
     paths.write_text(yaml.safe_dump(roots))
     extra = {"linprobe": ["vggsound_music"], "finetune": ["vggsound_music"], "segmentation": ["avsbench_s4"],
-             "separation": ["music_duet", "vggsound_instruments"]}
+             "separation": ["music_solo", "vggsound_instruments"]}
     out = snakemake("-n", "--cores", "2", "--configfile", str(paths), "--config", "scale=paper",
                     f"results={tmp_path}", f"data_dir={tmp_path}/data", "--", "all",
                     *every_run(tmp_path, "paper", extra))
@@ -232,19 +234,27 @@ def test_bad_profile_is_refused(tmp_path):
     assert missing.returncode != 0 and "no_such_profile" in missing.stderr
 
 
-def test_slurm_profile_resolves_from_the_repo_root_and_selects_slurm(tmp_path):
-    """`--profile slurm` finds workflow/profiles/slurm (root symlink); without SLURM's commands it stops
-    at parse time, naming the executor key, before anything is submitted."""
+@pytest.mark.parametrize("user_configfile", [False, True])
+def test_slurm_profile_resolves_from_the_repo_root_and_selects_slurm(tmp_path, user_configfile):
+    """`--profile slurm` finds workflow/profiles/slurm (root symlink) and selects the slurm executor also
+    when the user adds a --configfile of their own (which replaces a profile's `configfiles:`); without
+    SLURM's commands it stops at parse time, naming the executor key, before anything is submitted."""
     bin_dir = tmp_path / "bin"  # bash, sh, which but no sbatch / sinfo (snakemake() prepends the venv's bin)
     bin_dir.mkdir()
     for tool in ("bash", "sh", "which"):
         (bin_dir / tool).symlink_to(shutil.which(tool))
     env = {"PATH": str(bin_dir)}
-    out = snakemake("--profile", "slurm", "--config", "scale=smoke", f"results={tmp_path}", "--",
+    user = ["--configfile", str(tmp_path / "my_paths.yaml")] if user_configfile else []
+    (tmp_path / "my_paths.yaml").write_text("seed: 0\n")
+    out = snakemake("--profile", "slurm", "--config", "scale=smoke", f"results={tmp_path}", *user, "--",
                     f"{tmp_path}/runs/smoke/pretrain/mae_image/metrics.json", env=env)
     assert out.returncode == 1
     assert "config error at 'executor': slurm" in out.stderr
     assert not (tmp_path / "runs").exists()
+    # the user's explicit executor still wins over the profile's
+    local = snakemake("--profile", "slurm", "--config", "scale=smoke", f"results={tmp_path}", "executor=debug",
+                      *user, "-n", "--", f"{tmp_path}/runs/smoke/pretrain/mae_image/metrics.json", env=env)
+    assert local.returncode == 0, local.stderr[-2000:]
 
 
 def test_changed_job_config_moves_the_old_run_aside(tmp_path):

@@ -6,6 +6,8 @@ and finishes with exactly the metrics of an uninterrupted run.
 from __future__ import annotations
 
 import csv
+import shlex
+import shutil
 import subprocess
 import sys
 import threading
@@ -33,16 +35,40 @@ def smoke_data(tmp_path_factory) -> Path:
     return data
 
 
-def test_smoke_table_through_the_slurm_profile(tmp_path, slurm_cluster, smoke_data):
-    results, data = tmp_path / "results", smoke_data
-    target = f"{results}/table2.csv"
+def readme_cluster_command() -> list[str]:
+    """The README's cluster command (section "Running on a cluster"), as a user would type it."""
+    text = (REPO / "README.md").read_text().split("## Running on a cluster")[1]
+    line = next(ln for ln in text.splitlines() if ln.startswith("snakemake --profile slurm"))
+    assert "--configfile my_cluster.yaml" in line, line
+    return shlex.split(line)
+
+
+def user_checkout(tmp_path: Path) -> Path:
+    """The workflow files of a checkout (Snakefile, workflow/, the `slurm` profile link), so that the
+    README's relative paths (results/table2.csv) land in tmp_path; the package is the venv's install."""
+    root = tmp_path / "checkout"
+    root.mkdir()
+    shutil.copy2(REPO / "Snakefile", root / "Snakefile")
+    shutil.copytree(REPO / "workflow", root / "workflow", symlinks=True)
+    (root / "slurm").symlink_to("workflow/profiles/slurm")
+    return root
+
+
+def test_readme_cluster_command_with_a_user_configfile_submits_every_job_to_slurm(tmp_path, slurm_cluster,
+                                                                                 smoke_data):
+    """The README's command verbatim, with the user's own --configfile (scale smoke here): every heavy job
+    went through sbatch (a SLURM job id in squeue, submitit's log of that id in the run folder)."""
+    root = user_checkout(tmp_path)
+    (root / "my_cluster.yaml").write_text(f"scale: smoke\nslurm_partition: debug\ndata_dir: {smoke_data}\n")
+    command = readme_cluster_command()
+    results = root / "results"
     t0 = time.perf_counter()
-    out = snakemake("--profile", "slurm", "--config", "scale=smoke", f"results={results}", f"data_dir={data}",
-                    "--", target, timeout=600)
+    out = snakemake(*command[1:], cwd=root, timeout=600)
     wall_s = time.perf_counter() - t0
     assert out.returncode == 0, out.stderr[-4000:]
-    print(f"smoke table2 through SLURM: {wall_s:.1f} s")
+    print(f"README cluster command, smoke table2 through SLURM: {wall_s:.1f} s")
 
+    target = results / "table2.csv"
     rows = list(csv.DictReader(open(target)))
     ours = [r for r in rows if "deepavfusion" in str(r.values())]
     assert ours, rows
@@ -52,6 +78,7 @@ def test_smoke_table_through_the_slurm_profile(tmp_path, slurm_cluster, smoke_da
         folder = results / "runs" / "smoke" / run
         record = read_json(folder / "submitit" / "launch.json")
         assert record["executor"] == "slurm"
+        assert f"to slurm as job {record['job_id']};" in (folder / "launch.log").read_text()
         job = squeue[record["job_id"]]
         assert job["state"] == "COMPLETED" and job["name"].startswith("avf-smoke-")
         assert (folder / "submitit" / f"{record['job_id']}_0_log.out").is_file()
@@ -59,9 +86,9 @@ def test_smoke_table_through_the_slurm_profile(tmp_path, slurm_cluster, smoke_da
     seg = read_json(results / "runs/smoke/segmentation/deepavfusion/metrics.json")["metrics"]
     assert 0.0 <= seg["miou"] <= 100.0 and seg["n_frames"] == 6
 
-    # nothing is submitted twice: a second run (outputs up to date) runs no job and submits nothing
-    again = snakemake("--profile", "slurm", "--rerun-triggers", "mtime", "--config", "scale=smoke",
-                      f"results={results}", f"data_dir={data}", "--", target)
+    # nothing is submitted twice: a second run (outputs up to date) runs no job and submits nothing;
+    # a --config on top of the user's --configfile keeps the slurm executor too
+    again = snakemake(*command[1:-2], "--rerun-triggers", "mtime", "--config", "seed=0", "--", command[-1], cwd=root)
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
     assert len(slurm_cluster.squeue_all()) == len(squeue)
 
@@ -117,3 +144,46 @@ def test_unknown_partition_is_refused_before_any_submission(tmp_path, slurm_clus
     assert "config error at 'slurm_partition': SLURM partition 'gpu_nosuch' does not exist" in out.stderr
     assert "['debug']" in out.stderr  # what the cluster has
     assert len(slurm_cluster.squeue_all()) == before and not (tmp_path / "runs").exists()
+
+
+def test_two_rank_pretraining_on_slurm_equals_one_rank_on_the_combined_batch(tmp_path, slurm_cluster, smoke_data):
+    """A SLURM job of 2 tasks (`--tasks-per-node 2`: one task per rank, as one per GPU at paper scale) runs
+    2 gloo ranks set up from submitit's JobEnvironment; with per-sample seeded randomness
+    (optim.sample_seeded_rng) it trains exactly like 1 process on the combined batch (4 x 2 = 8)."""
+    data = smoke_data / "smoke" / "tuxav"
+    config = tmp_path / "pretrain.yaml"
+    config.write_text(
+        "scale: smoke\ndevice: cpu\nmodel: {preset: deepavfusion-smoke}\n"
+        f"data: {{manifest: {data}, image_size: 64}}\n"
+        "optim: {epochs: 2, batch_size: 4, warmup_epochs: 1, sample_seeded_rng: true}\n"
+        "knn: {every: 1, batch_size: 16}\n")
+
+    def launch(out: Path, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "avfusion.launch", "--task", "pretrain", "--config", str(config),
+                               "--out", str(out), "--time-min", "10", "--mem-gb", "2", *args],
+                              capture_output=True, text=True, timeout=600)
+
+    two = launch(tmp_path / "two_ranks", "--executor", "slurm", "--tasks-per-node", "2")
+    one = launch(tmp_path / "one_rank", "--executor", "debug", "--set", "optim.batch_size=8")
+    assert two.returncode == 0 and one.returncode == 0, two.stderr[-3000:] + one.stderr[-3000:]
+
+    folder = tmp_path / "two_ranks" / "submitit"
+    job_id = read_json(folder / "launch.json")["job_id"]
+    assert slurm_state(job_id) == "COMPLETED"
+    for rank in (0, 1):  # one SLURM task per rank, each told its rank by submitit's job environment
+        log = (folder / f"{job_id}_{rank}_log.out").read_text()
+        assert f"[launch] rank {rank} of 2 (local rank {rank}, master " in log
+    two_m, one_m = read_json(tmp_path / "two_ranks/metrics.json"), read_json(tmp_path / "one_rank/metrics.json")
+    assert two_m["provenance"]["world_size"] == 2 and one_m["provenance"]["world_size"] == 1
+    assert two_m["provenance"]["effective_batch"] == one_m["provenance"]["effective_batch"] == 8
+    assert two_m["provenance"]["lr"] == one_m["provenance"]["lr"]
+    assert two_m["metrics"]["steps"] == one_m["metrics"]["steps"] > 2
+    print(f"2 ranks x 4 vs 1 rank x 8: loss {two_m['metrics']['loss']:.6f} vs {one_m['metrics']['loss']:.6f}, "
+          f"knn_acc_all {two_m['metrics'].get('knn_acc_all')} vs {one_m['metrics'].get('knn_acc_all')}")
+    for key, value in one_m["metrics"].items():
+        assert two_m["metrics"][key] == pytest.approx(value, rel=1e-4, abs=1e-5), key
+    two_sd = torch.load(tmp_path / "two_ranks/checkpoints/checkpoint_latest.pth", weights_only=False)["state_dict"]
+    one_sd = torch.load(tmp_path / "one_rank/checkpoints/checkpoint_latest.pth", weights_only=False)["state_dict"]
+    for name, value in one_sd.items():
+        torch.testing.assert_close(two_sd[name], value, rtol=1e-4, atol=1e-5)
+    print("max |2-rank - 1-rank| over parameters:", max((two_sd[n] - v).abs().max().item() for n, v in one_sd.items()))

@@ -17,11 +17,18 @@ from .layers import Block, check_input, init_weights_mae, sincos_pos_table_2d
 from .vit import ViT, gather_tokens, patchify
 
 
-def random_masking(batch: int, length: int, mask_ratio: float, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def random_masking(batch: int, length: int, mask_ratio: float, device,
+                   seeds: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """MAE per-sample uniform masking: keep int(length*(1-mask_ratio)) patches.
 
+    `seeds` (B,) int64: each sample's noise from its own generator (engine.SampleSeeded), so a sample's
+    mask does not depend on the batch or the rank it is in; None = torch's global RNG (MAE).
     Returns ids_keep (B, K), mask (B, L) with 1 = masked (in the original order), ids_restore (B, L)."""
-    noise = torch.rand(batch, length, device=device)                 # (B, L)
+    if seeds is None:
+        noise = torch.rand(batch, length, device=device)             # (B, L)
+    else:
+        noise = torch.stack([torch.rand(length, generator=torch.Generator().manual_seed(int(s)))
+                             for s in seeds.tolist()]).to(device)    # (B, L)
     ids_shuffle = torch.argsort(noise, dim=1)                        # small noise = keep
     ids_restore = torch.argsort(ids_shuffle, dim=1)
     len_keep = int(length * (1 - mask_ratio))
@@ -95,13 +102,19 @@ class AVMAE(_MaskedDecoders):
             values = vit.patch_size[0] * vit.patch_size[1] * vit.in_chans
             self.add_decoder(modality, encoder.embed_dim, vit.grid_size, values, **dec)
 
-    def forward(self, image: torch.Tensor, audio: torch.Tensor) -> dict:
+    def forward(self, image: torch.Tensor, audio: torch.Tensor, sample_seed: torch.Tensor | None = None) -> dict:
         """image (B,3,H,W), audio (B,1,128,192) -> dict(loss, loss_image, loss_audio,
-        pred_image (B, Lv, 768), pred_audio (B, La, 256), mask_image (B, Lv), mask_audio (B, La))."""
+        pred_image (B, Lv, 768), pred_audio (B, La, 256), mask_image (B, Lv), mask_audio (B, La)).
+        sample_seed (B,): per-sample mask noise (see random_masking); None = the global RNG."""
         B = image.shape[0]
         x_img, x_aud = self.encoder.embed(image, audio)               # (B, Lv, D), (B, La, D)
-        keep_img, mask_img, restore_img = random_masking(B, x_img.shape[1], self.image_mask_ratio, image.device)
-        keep_aud, mask_aud, restore_aud = random_masking(B, x_aud.shape[1], self.audio_mask_ratio, audio.device)
+        seeds_img = seeds_aud = None
+        if sample_seed is not None:
+            seeds_img, seeds_aud = 2 * sample_seed, 2 * sample_seed + 1
+        keep_img, mask_img, restore_img = random_masking(B, x_img.shape[1], self.image_mask_ratio, image.device,
+                                                         seeds_img)
+        keep_aud, mask_aud, restore_aud = random_masking(B, x_aud.shape[1], self.audio_mask_ratio, audio.device,
+                                                         seeds_aud)
         out = self.encoder.forward_tokens(gather_tokens(x_img, keep_img), gather_tokens(x_aud, keep_aud))
 
         pred_img = self.decode("image", out.image, out.fusion, restore_img)
@@ -171,12 +184,12 @@ class UnimodalMAE(_MaskedDecoders):
                          vit.patch_size[0] * vit.patch_size[1] * vit.in_chans,
                          decoder_dim, decoder_depth, decoder_num_heads, decoder_mlp_ratio)
 
-    def forward(self, image, audio) -> dict:
+    def forward(self, image, audio, sample_seed: torch.Tensor | None = None) -> dict:
         """(image, audio), one of them unused -> dict(loss, loss_<m>, pred_<m>, mask_<m>)."""
         m = self.modality
         x_in = image if m == "image" else audio
         x = self.encoder.embed(image, audio)                          # (B, L, D)
-        keep, mask, restore = random_masking(x.shape[0], x.shape[1], self.mask_ratio, x.device)
+        keep, mask, restore = random_masking(x.shape[0], x.shape[1], self.mask_ratio, x.device, sample_seed)
         out = self.encoder.forward_tokens(gather_tokens(x, keep))
         tokens = out.image if m == "image" else out.audio             # (B, K, D)
         pred = self.decode(m, tokens, out.fusion, restore)            # fusion is (B, 0, D)

@@ -73,6 +73,21 @@ class Config(JobConfig):
     data: PretrainDataConfig = field(default_factory=PretrainDataConfig)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(unimodal_lr_ramp=True))
     knn: KnnConfig = field(default_factory=KnnConfig)
+    # the unimodal lr ramp (optim.unimodal_lr_ramp) applies to the branches loaded from init.image /
+    # init.audio only; true = also to a branch without init (the official code ramps whenever
+    # `pretrained is not None`, '' included: spec 3.2)
+    ramp_random_branches: bool = False
+    # write init.image / init.audio, loaded into the model, as this run's checkpoint (no training): the
+    # run folder of published weights (paper scale: Table 3's MAE / AudioMAE rows start from the public
+    # MAE / AudioMAE files, spec 2.1), read by the downstream tasks like any pretraining run
+    import_only: bool = False
+
+    def validate(self) -> None:
+        super().validate()
+        if self.import_only and not (self.init.image or self.init.audio):
+            from ..config import ConfigError
+
+            raise ConfigError("config key 'import_only': true needs init.image or init.audio (the weights to import)")
 
 
 def load_unimodal_init(model: torch.nn.Module, init: InitConfig) -> None:
@@ -110,6 +125,9 @@ def run(cfg: Config, out_dir: Path) -> dict:
     device = start_job(cfg)
     model = build_pretrain_model(dict(cfg.model))          # bad model keys fail here, before any data
     load_unimodal_init(model, cfg.init)
+    if cfg.import_only:
+        return import_run(model, cfg, out_dir, t0)
+    ramp = ramp_prefixes(cfg)
     train_set = AVClipDataset(cfg.data.manifest, cfg.data.split, train=True, image_size=cfg.data.image_size)
     knn_set = None
     if cfg.knn.enabled:
@@ -119,7 +137,8 @@ def run(cfg: Config, out_dir: Path) -> dict:
     columns = KNN_COLUMNS_MULTILABEL if cfg.knn.multilabel else KNN_COLUMNS
 
     def loss_fn(net, batch):
-        out = net(batch["image"], batch["audio"])
+        seeded = {"sample_seed": batch["sample_seed"]} if "sample_seed" in batch else {}  # optim.sample_seeded_rng
+        out = net(batch["image"], batch["audio"], **seeded)
         return out["loss"], {k: v for k, v in out.items() if k.startswith("loss_") and v.ndim == 0}
 
     def eval_fn(net, epoch, step):
@@ -134,7 +153,7 @@ def run(cfg: Config, out_dir: Path) -> dict:
     result = train(model, loss_fn, train_set, cfg.optim, out_dir, seed=cfg.seed, device=str(device),
                    workers=cfg.data.workers, job_config=cfg, desc="pretrain",
                    eval_fn=eval_fn if cfg.knn.enabled else None, eval_epochs=_knn_epochs(cfg),
-                   eval_at_start=cfg.knn.at_start, extra_logs=[(knn_path, "epoch")])
+                   eval_at_start=cfg.knn.at_start, extra_logs=[(knn_path, "epoch")], ramp_prefixes=ramp)
     metrics = {k: v for k, v in result.history[-1].items() if k == "loss" or k.startswith("loss_")}
     if cfg.knn.enabled:
         rows = _read_rows(knn_path)
@@ -142,6 +161,29 @@ def run(cfg: Config, out_dir: Path) -> dict:
             metrics.update({f"knn_{c}": float(rows[-1][c]) for c in columns[2:] if rows[-1][c] != ""})
     metrics.update(epochs=result.epochs_done, steps=result.steps)
     return write_job_metrics(out_dir, cfg, metrics, t0, stopped_early=result.stopped_early)
+
+
+def ramp_prefixes(cfg: Config) -> tuple[str, ...]:
+    """Parameter prefixes of the unimodal lr ramp: the branches with init weights (all with ramp_random_branches)."""
+    return tuple(f"encoder.{m}." for m in ("image", "audio") if cfg.ramp_random_branches or getattr(cfg.init, m))
+
+
+def import_run(model: torch.nn.Module, cfg: Config, out_dir: Path, t0: float) -> dict:
+    """`import_only`: the model with its init weights as checkpoints/checkpoint_latest.pth (epoch 0, no
+    optimizer state) and metrics.json {imported: 1, steps: 0}; rank 0 writes, the others wait."""
+    from ..engine import checkpoint_path
+    from ..io import atomic_torch_save
+    from ..provenance import write_metrics
+
+    if dist_utils.is_main_process():
+        atomic_torch_save({"state_dict": model.state_dict(), "epoch": 0, "step": 0, "imported_from":
+                           {"image": cfg.init.image, "audio": cfg.init.audio}}, checkpoint_path(out_dir))
+        metrics = {"imported": 1, "epochs": 0, "steps": 0}
+        write_metrics(out_dir, metrics, cfg=cfg, scale=cfg.scale, seed=cfg.seed, wall_s=time.perf_counter() - t0,
+                      imported_from={"image": cfg.init.image, "audio": cfg.init.audio})
+        print(f"import_only: wrote {checkpoint_path(out_dir)} from init {cfg.init.image or cfg.init.audio}")
+    dist_utils.barrier()
+    return {"imported": 1, "epochs": 0, "steps": 0}
 
 
 def _read_rows(path: Path) -> list[dict]:

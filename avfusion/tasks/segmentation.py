@@ -4,7 +4,9 @@
         --set init.checkpoint=runs/pretrain/x --out runs/segmentation/x
 
 - `num_classes: 1` = binary (S4, MS3, tuxav): BCE on one logit map; `num_classes: 71` = AVSS:
-  cross-entropy over classes (background = 0).
+  cross-entropy over classes (background = 0), the dataset returns class indices. A manifest that says
+  what its masks are (report.json details.mask_classes, AVSBench parser) must match `num_classes`:
+  a binary head on the 71-class AVSS manifest is refused, naming the key.
 - encoder fine-tuned with layer decay 0.75 (or frozen: `freeze_encoder: true`).
 - evaluation (deterministic frames) in both conventions (avfusion.metrics.segmentation):
   DeepAVFusion `miou` (background included), `miou_nobg`, `fscore`; AVSBench `avsbench_miou`,
@@ -30,17 +32,39 @@ from .dense_prediction import (DensePredictionConfig, denormalize, eval_loader, 
                                stack_examples, start_dense_job)
 
 
+# `recipe` (a layer of defaults under the config files; spec 4.5): `ours` = the dataclass defaults (the
+# smoke/tiny scales); `code` = the official README S4 run (AdamW, blr 2e-4, layer decay 0.75, 100 epochs,
+# warmup 20, effective batch 512 = 16 x 8 x 4, evaluation on AVSBench 'val' as eval_avsegm.py does);
+# `paper` = appendix A.2 (Adam, lr 1e-4, batch 128, 20 epochs; the 'test' split the paper names).
+RECIPES = {
+    "ours": {},
+    "code": {"optim": {"optimizer": "adamw", "blr": 2e-4, "betas": [0.9, 0.999], "weight_decay": 0.05,
+                       "layer_decay": 0.75, "epochs": 100, "warmup_epochs": 20, "effective_batch": 512},
+             "data": {"eval_split": "val"}},
+    "paper": {"optim": {"optimizer": "adam", "lr": 1e-4, "betas": [0.9, 0.999], "weight_decay": 0.0, "layer_decay": None, "epochs": 20, "warmup_epochs": 0,
+                        "effective_batch": 128},
+              "data": {"eval_split": "test"}},
+}
+
+
 @dataclass
 class Config(DensePredictionConfig):
+    recipe: str = "ours"                 # ours | code | paper (RECIPES)
     num_classes: int = 1                 # 1 = binary (BCE); AVSS: 71 (CE)
     decoder_width: Optional[int] = None  # AVSegmDecoder width (None = encoder width)
     decoder_min_width: int = 128         # official 128; small for smoke/tiny
+    oversample: int = 1                  # the training set repeated per epoch; official S4 x10, MS3 x100, AVSS x5
 
     def validate(self) -> None:
+        if self.oversample < 1:
+            from ..config import ConfigError
+
+            raise ConfigError(f"config key 'oversample': {self.oversample} must be >= 1")
         if self.num_classes == 2 or self.num_classes < 1:
             raise ConfigError(f"config key 'num_classes': {self.num_classes}; use 1 for binary "
                               "segmentation or the number of classes (> 2, background included)")
         super().validate()
+        check_head(self)
 
 
 class AVSegmenter(nn.Module):
@@ -108,8 +132,30 @@ def evaluate(model: nn.Module, loader, device: torch.device, num_classes: int, n
     for prefix, (ours, bench) in evaluators.items():
         metrics.update(summarize(ours, bench, prefix=prefix))
     ours = evaluators[""][0]
-    metrics.update(n_frames=ours.n_frames, n_skipped_empty=ours.n_skipped_empty)
+    metrics.update(n_frames=ours.n_frames, n_skipped_empty=ours.n_skipped_empty, num_classes=num_classes)
     return metrics, stack_examples(examples, n_examples)
+
+
+def check_head(cfg: Config) -> None:
+    """The head must match the manifest's masks: report.json details.mask_classes (written by the AVSBench
+    parser: 71 for AVSS, 1 = binary for S4 / MS3) against `num_classes`; manifests without it (tuxav,
+    older ones) are binary or class maps by `num_classes` alone."""
+    import json
+
+    from ..config import ConfigError
+
+    report = Path(cfg.data.manifest) / "report.json"
+    details = json.loads(report.read_text()).get("details", {}) if report.is_file() else {}
+    mask_classes = details.get("mask_classes")
+    if mask_classes is None or int(mask_classes) == cfg.num_classes:
+        return
+    if cfg.num_classes == 1:
+        raise ConfigError(f"config key 'num_classes': 1 is a binary head, but the manifest {cfg.data.manifest} "
+                          f"has {mask_classes}-class masks (report.json details.mask_classes, e.g. AVSBench-AVSS): "
+                          f"set num_classes: {mask_classes} (multi-class mIoU) instead")
+    raise ConfigError(f"config key 'num_classes': {cfg.num_classes}, but the manifest {cfg.data.manifest} has "
+                      f"{'binary' if int(mask_classes) == 1 else str(mask_classes) + '-class'} masks "
+                      f"(report.json details.mask_classes = {mask_classes}): set num_classes: {mask_classes}")
 
 
 def run(cfg: Config, out_dir: Path) -> dict:
@@ -120,6 +166,8 @@ def run(cfg: Config, out_dir: Path) -> dict:
     model = AVSegmenter(encoder, cfg.num_classes, cfg.decoder_width, cfg.decoder_min_width, cfg.freeze_encoder)
     dataset_classes = 2 if cfg.num_classes == 1 else cfg.num_classes
     train_set = SegmentationDataset(cfg.data.manifest, cfg.data.train_split, True, cfg.data.image_size, dataset_classes)
+    if cfg.oversample > 1:  # official FolderVideoDataset oversampling: every clip k times per epoch
+        train_set = torch.utils.data.ConcatDataset([train_set] * cfg.oversample)
     eval_set = eval_dataset(lambda split: SegmentationDataset(cfg.data.manifest, split, False, cfg.data.image_size,
                                                               dataset_classes), cfg.data.eval_split)
 
@@ -137,4 +185,4 @@ add_arguments = add_job_arguments
 
 
 def main(args):
-    return job_main(args, Config, run)
+    return job_main(args, Config, run, RECIPES)

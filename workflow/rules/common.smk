@@ -22,6 +22,32 @@ if isinstance(config.get("seeds"), (int, str, list)):
 validate(config, str(REPO / "workflow" / "schemas" / "config.schema.yaml"))
 
 
+def profile_executor():
+    """The executor a profile chose with `default-resources: [avf_executor='slurm']` (workflow/profiles/slurm),
+    or None. A default resource survives a user's --configfile / --config, which replace the profile's
+    `configfiles:` / `config:` keys; Snakemake passes it on to the processes that run the jobs."""
+    import ast
+
+    try:
+        resource = workflow.resource_settings.default_resources["avf_executor"]
+    except (AttributeError, KeyError, TypeError):
+        return None
+    raw = getattr(resource, "raw", None)
+    try:
+        value = ast.literal_eval(raw) if isinstance(raw, str) else raw
+    except (ValueError, SyntaxError):
+        value = raw
+    if value not in ("debug", "local", "slurm"):
+        raise WorkflowError(f"default resource avf_executor={raw!r}: choose one of debug, local, slurm")
+    return value
+
+
+# `executor: auto` (the default) = the profile's choice, else debug; an explicit executor always wins
+if config["executor"] == "auto":
+    config["executor"] = (profile_executor() if workflow is not None else None) or "debug"
+EXECUTOR = config["executor"]
+
+
 def _planned(fn):
     """`fn` with a PlanError turned into a WorkflowError (how Snakemake names a bad config key)."""
     def call(*args, **kwargs):
@@ -40,7 +66,7 @@ wildcard_regex, pretrain_regex, seed_folder, split_seed = PLAN.wildcard_regex, P
 shared_pretrain, pretrain_run, launch_args = PLAN.shared_pretrain, PLAN.pretrain_run, PLAN.launch_args
 released_checkpoint = _planned(PLAN.released_checkpoint)
 dataset_of, job_config = _planned(PLAN.dataset_of), _planned(PLAN.job_config)
-job_resources, job_threads = PLAN.job_resources, PLAN.job_threads
+job_resources, job_threads, job_ranks = PLAN.job_resources, PLAN.job_threads, PLAN.job_ranks
 
 
 def run_job(task, variant, cfg, log, command=None):
@@ -126,6 +152,8 @@ def downstream_inputs(wildcards):
     kind = VARIANTS[name]["kind"]
     if kind == "supervised" and wildcards.task != "separation":
         raise WorkflowError(f"variant {name!r} (kind supervised) only has a separation run, not {wildcards.task}")
+    if kind == "efficiency" and wildcards.task != "efficiency":
+        raise WorkflowError(f"variant {name!r} (kind efficiency) only has an efficiency run, not {wildcards.task}")
     inputs = {}
     if wildcards.task != "efficiency":
         inputs["manifest"] = f"{manifest_dir(dataset_of(wildcards.task, wildcards.variant))}/manifest.csv"

@@ -8,7 +8,7 @@ rule downstream:
     output: update(f"{RUNS}/{{task}}/{{variant}}/metrics.json")  # kept until the new run has finished (avfusion.jobconfig)
     wildcard_constraints:
         task="|".join(DOWNSTREAM_TASKS),
-        variant=wildcard_regex(variants_of("avmae", "unimodal", "supervised", "released")),
+        variant=wildcard_regex(variants_of("avmae", "unimodal", "supervised", "released", "efficiency")),
     log: f"{RUNS}/{{task}}/{{variant}}/launch.log"
     benchmark: f"{RUNS}/{{task}}/{{variant}}/benchmark.tsv"
     params: job=lambda w: job_shell(w.task, w.variant)

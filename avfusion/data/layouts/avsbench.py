@@ -86,6 +86,10 @@ def prepare(root: str | Path, out: str | Path, check_media: bool = True, task: s
     metadata = read_metadata(root / "metadata.csv")
     report, media, rows = LayoutReport(), MediaCheck(check_media), []
     report.details["label2idx_first_index"] = min(label2idx.values())
+    # what the masks are under the official protocol (spec 4.5): AVSS = a class map over label2idx's
+    # classes (background included: 71), S4 / MS3 = binary (map > 0). The segmentation job refuses a
+    # binary head on a multi-class manifest, naming num_classes.
+    report.details["mask_classes"] = len(classes) if task == "avss" else 1
     subset = TASKS[task]
     progress = progress_for(len(metadata), f"avsbench {task}")
     for meta in metadata:
