@@ -15,8 +15,8 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 
 configfile: "workflow/config/default.yaml"
-if config.get("scale") not in ("smoke", "tiny", "paper"):
-    raise WorkflowError(f"config error at 'scale': {config.get('scale')!r} is not one of smoke, tiny, paper")
+if config.get("scale") not in ("smoke", "tiny", "rehearsal", "paper"):
+    raise WorkflowError(f"config error at 'scale': {config.get('scale')!r} is not one of smoke, tiny, rehearsal, paper")
 configfile: f"workflow/config/scales/{config['scale']}.yaml"
 
 

@@ -24,7 +24,7 @@ What it does (spec 3.2, 4, 6; MAE `engine_pretrain.py` / `util/lr_sched.py`):
 - gradient accumulation (loss / accum_iter, DDP `no_sync` between boundaries); AMP (bf16/fp16)
   on CUDA only, GradScaler for fp16; optional grad clipping.
 - DDP when `avfusion.distributed.init_distributed()` finds WORLD_SIZE > 1 (NCCL on GPU, gloo on CPU),
-  BatchNorm -> SyncBatchNorm, `DistributedSampler(seed=seed, drop_last)` also for one process, so
+  BatchNorm -> SyncBatchNorm (CUDA; CPU ranks keep per-rank BatchNorm), `DistributedSampler(seed=seed, drop_last)` also for one process, so
   the sample order depends only on (seed, epoch).
 - after each epoch (and its eval): `out/checkpoints/checkpoint_latest.pth` (atomic) =
   {state_dict, optimizer, scaler, epoch (completed), step (optimizer steps), rng (per rank:

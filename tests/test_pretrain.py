@@ -132,7 +132,7 @@ def test_import_only_makes_a_run_folder_of_published_weights(smoke_manifest, tmp
     """Paper scale's Table 3 MAE / AudioMAE rows: the public weight file (MAE format: `model`, no prefix)
     imported as a pretraining run folder that the downstream tasks load like any other."""
     from avfusion.models.registry import build_pretrain_model
-    from avfusion.tasks.dense_common import InitConfig, build_task_encoder
+    from avfusion.tasks.common import InitConfig, build_task_encoder
 
     torch.manual_seed(7)
     public = build_pretrain_model({"preset": "mae-image-smoke"}).encoder.image.state_dict()

@@ -205,7 +205,7 @@ def test_bad_config_value_fails_before_any_job_naming_the_key(tmp_path, args, ke
 
 def test_bad_resource_and_bad_variant_are_named(tmp_path):
     out = snakemake("--cores", "1", "--config", "scale=huge", f"results={tmp_path}")
-    assert out.returncode == 1 and "config error at 'scale': 'huge' is not one of smoke, tiny, paper" in out.stderr
+    assert out.returncode == 1 and "config error at 'scale': 'huge' is not one of smoke, tiny, rehearsal, paper" in out.stderr
     bad_res = tmp_path / "bad_resources.yaml"
     bad_res.write_text("resources:\n  pretrain: {cpus: 0}\n")
     out = snakemake("--cores", "1", "--configfile", str(bad_res), "--config", "scale=smoke", f"results={tmp_path}")

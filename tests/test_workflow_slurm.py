@@ -44,12 +44,15 @@ def readme_cluster_command() -> list[str]:
 
 
 def user_checkout(tmp_path: Path) -> Path:
-    """The workflow files of a checkout (Snakefile, workflow/, the `slurm` profile link), so that the
+    """The workflow files of a checkout (Snakefile, workflow/, profiles/, the `slurm` link), so that the
     README's relative paths (results/table2.csv) land in tmp_path; the package is the venv's install."""
     root = tmp_path / "checkout"
     root.mkdir()
-    shutil.copy2(REPO / "Snakefile", root / "Snakefile")
-    shutil.copytree(REPO / "workflow", root / "workflow", symlinks=True)
+    for name in ("Snakefile", "environment.yml"):   # (rules name environment.yml as their conda env)
+        shutil.copy2(REPO / name, root / name)
+    for name in ("workflow", "profiles"):            # profiles/default: the workflow profile
+        if (REPO / name).is_dir():
+            shutil.copytree(REPO / name, root / name, symlinks=True)
     (root / "slurm").symlink_to("workflow/profiles/slurm")
     return root
 

@@ -57,8 +57,6 @@ class Config(DensePredictionConfig):
 
     def validate(self) -> None:
         if self.oversample < 1:
-            from ..config import ConfigError
-
             raise ConfigError(f"config key 'oversample': {self.oversample} must be >= 1")
         if self.num_classes == 2 or self.num_classes < 1:
             raise ConfigError(f"config key 'num_classes': {self.num_classes}; use 1 for binary "
@@ -141,8 +139,6 @@ def check_head(cfg: Config) -> None:
     parser: 71 for AVSS, 1 = binary for S4 / MS3) against `num_classes`; manifests without it (tuxav,
     older ones) are binary or class maps by `num_classes` alone."""
     import json
-
-    from ..config import ConfigError
 
     report = Path(cfg.data.manifest) / "report.json"
     details = json.loads(report.read_text()).get("details", {}) if report.is_file() else {}
