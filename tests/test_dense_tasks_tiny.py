@@ -31,11 +31,14 @@ import torch
 from avfusion.tasks.common import load_job_config
 
 COMMON = ["data.image_size=64", "device=cpu", "model.preset=deepavfusion-smoke"]
-LOCALIZATION_MARGINS = {"ciou_mean": 1.5, "auc": 1.5, "ciou_ap50": 3.0}   # benchmarks/learning_margins.csv
+# margins = at most half the smallest gap over seeds 0-2 (benchmarks/learning_margins.csv): localization gaps
+# ciou_mean 2.30-2.90, auc 2.20-2.85, ciou_ap50 2.86-4.95 (the old +3 on ap50 failed at seed 2); segmentation gaps
+# avsbench_fscore 25.2-27.0, fscore 31.1-32.9, miou 0.95-1.32; avsbench_miou -5.4 to -4.6 (not asserted)
+LOCALIZATION_MARGINS = {"ciou_mean": 1.1, "auc": 1.1, "ciou_ap50": 1.4}
 SEGMENTATION_RECIPE = ["data.eval_split=val+test", "data.eval_batch_size=32", "decoder_min_width=16",
                        "optim.batch_size=16", "optim.lr=0.002", "optim.epochs=3", "optim.warmup_epochs=0",
                        "optim.layer_decay=1.0", "n_examples=0"]
-SEGMENTATION_MARGINS = {"avsbench_fscore": 0.0, "fscore": 0.0, "miou": 0.0,
+SEGMENTATION_MARGINS = {"avsbench_fscore": 12.5, "fscore": 15.5, "miou": 0.45,
                         "avsbench_miou": None}   # None: measured, not asserted (test docstring)
 
 
@@ -75,7 +78,8 @@ def test_segmentation_beats_both_trivial_masks_in_both_conventions(tuxav_tiny, p
     F-max and DeepAVFusion's per-frame F-max) beat both by a wide margin, and so does DeepAVFusion's
     background-included mIoU, narrowly; margins: SEGMENTATION_MARGINS (half the smallest gap over seeds).
     AVSBench's mIoU (per-frame foreground IoU at probability 0.5) does NOT beat the all-foreground mask at
-    this budget and is logged, not asserted: seed 0 2.76 vs 7.39 (lr 2e-3; lr 5e-3 0.02, lr 1e-2 0.03).
+    this budget and is logged, not asserted: seeds 0-2 2.76 / 2.01 / 2.06 vs 7.39 (lr 2e-3; at seed 0 lr 5e-3
+    gave 0.02 and lr 1e-2 0.03).
     The model ranks the object's pixels (F-max) but is not yet confident enough to cross 0.5 on them: the
     BCE plateaus at 0.24-0.25 against 0.264 for the best constant (7.4 % foreground); a longer schedule is
     the next thing to try, at the cost of CPU-minutes the test suite does not have."""

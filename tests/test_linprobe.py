@@ -13,7 +13,9 @@ from avfusion.models.registry import build_encoder
 from avfusion.tasks import linprobe
 from avfusion.tasks.common import load_job_config
 
-LINPROBE_MARGIN = 10.0   # acc_all pretrained - random init, tiny benchmark (benchmarks/learning_margins.csv)
+# acc_all pretrained - random init on the tiny benchmark: half the smallest gap over seeds 0-2 (17.7, 14.3, 20.1;
+# benchmarks/learning_margins.csv)
+LINPROBE_MARGIN = 7.0
 
 
 @pytest.fixture(scope="module")
