@@ -3,7 +3,8 @@
     python benchmarks/learning_margins.py --seeds 0 1 2 3            # ~30 CPU-min on 2 cores
     python benchmarks/learning_margins.py --seeds 0 1 -k segmentation  # one test's seeds
 
-Runs `pytest -m learning --learning-seed S` once per seed, with AVFUSION_MARGIN_LOG pointing at a CSV to
+Runs `pytest -m learning --learning-seed S` once per seed (this `-m` replaces the default `not evidence`, so the
+minutes-long `evidence` tests run too), with AVFUSION_MARGIN_LOG pointing at a CSV to
 which every `margin_check(name, ours, floor, margin)` appends (tests/conftest.py); failures are recorded,
 not fatal. Writes benchmarks/learning_margins.csv (one row per test, check and seed) and prints a Markdown
 table per check: n seeds, min / mean / std of the gap (ours - floor) and half the smallest gap. The rule

@@ -157,6 +157,7 @@ def tiny_with_class_frames(tuxav_tiny, tmp_path_factory):
 
 @pytest.mark.slow
 @pytest.mark.learning
+@pytest.mark.evidence   # ~10 min under load and asserts no margin: run by benchmarks/learning_margins.py, not by make test
 def test_separation_beats_the_mixture_when_the_frame_identifies_the_source(tiny_with_class_frames, learning_seed,
                                                                           margin_check, tmp_path):
     """The whole job (random-init smoke encoder + the official U-Net decoder, mel mask, mixture-phase
