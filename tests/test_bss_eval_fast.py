@@ -110,3 +110,17 @@ def test_silent_source_is_an_error_naming_the_pair():
         bss_eval_sources_batch(refs, ests)
     with pytest.raises(ValueError, match="same shape"):
         bss_eval_sources_batch(refs, ests[:, :1])
+
+
+def test_identical_references_match_mir_eval_least_squares_instead_of_failing():
+    """Two sources that are the same signal (a pair of two copies of one clip, as the rehearsal's
+    MUSIC layout made; found by the rehearsal): the Gram system is singular, mir_eval solves it by
+    least squares, and so do we (the singular chunk goes to mir_eval) instead of raising LinAlgError."""
+    rng = np.random.default_rng(0)
+    refs = rng.standard_normal((2, 2, 4000))
+    refs[1, 1] = refs[1, 0]                                   # pair 1: the same clip twice
+    ests = refs + 0.3 * rng.standard_normal(refs.shape)
+    got = np.stack(bss_eval_sources_batch(refs, ests, chunk_size=1), axis=1)   # (B, 3, S)
+    want = mir_eval_sources(refs, ests)
+    assert np.isfinite(got).all()
+    np.testing.assert_allclose(got, want, atol=0.01)

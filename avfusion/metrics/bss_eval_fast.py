@@ -131,6 +131,22 @@ def _chunk_metrics(refs: torch.Tensor, ests: torch.Tensor, energy_est: torch.Ten
     return sdr, sir, sar
 
 
+def _chunk_or_mir_eval(refs: torch.Tensor, ests: torch.Tensor, energy_est: torch.Tensor, flen: int, solver: str):
+    """_chunk_metrics; where a chunk's Gram system is singular (two references that are the same
+    signal, or delayed copies of one another), mir_eval itself, which falls back to least squares
+    there (mir_eval.separation._project): the same numbers as mir_eval in that case too."""
+    try:
+        return _chunk_metrics(refs, ests, energy_est, flen, solver)
+    except np.linalg.LinAlgError:
+        if flen != FILTER_LENGTH:
+            raise
+        from mir_eval.separation import bss_eval_sources
+
+        per_pair = [bss_eval_sources(r.numpy(), e.numpy(), compute_permutation=False)[:3]
+                    for r, e in zip(refs, ests)]
+        return tuple(torch.as_tensor(np.stack([m[k] for m in per_pair]), dtype=torch.float64) for k in range(3))
+
+
 def bss_eval_sources_batch(refs, ests, chunk_size: int = 4, filter_length: int = FILTER_LENGTH,
                            solver: str = "auto"):
     """SDR, SIR, SAR in dB for estimate s against reference s (no permutation search).
@@ -143,8 +159,8 @@ def bss_eval_sources_batch(refs, ests, chunk_size: int = 4, filter_length: int =
     """
     refs, ests = _as_float64(refs, "refs"), _as_float64(ests, "ests")
     _, energy_est = _check_inputs(refs, ests)
-    outputs = [_chunk_metrics(refs[i:i + chunk_size], ests[i:i + chunk_size], energy_est[i:i + chunk_size],
-                              filter_length, solver)
+    outputs = [_chunk_or_mir_eval(refs[i:i + chunk_size], ests[i:i + chunk_size], energy_est[i:i + chunk_size],
+                                  filter_length, solver)
                for i in range(0, refs.shape[0], chunk_size)]
     if not outputs:
         empty = np.zeros((0, refs.shape[1]))
