@@ -45,6 +45,7 @@ def resize(x: torch.Tensor, size: tuple[int, int], nearest: bool = False) -> tor
     if nearest:
         out = F.interpolate(x[None].float(), size=size, mode="nearest-exact")[0]
         return out.to(x.dtype)
+    # uint8 input: torch's uint8 kernel (as PIL: fixed-point weights, rounded to uint8)
     return F.interpolate(x[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
 
 
@@ -111,17 +112,41 @@ def _train_geometry(xs: list[tuple[torch.Tensor, bool]], size: int, generator) -
     return out
 
 
+def _uint8_chw(frame: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 `(H, W, 3)` -> uint8 `(3, H, W)` view (channels-last strides, no copy of a writable array)."""
+    x = torch.from_numpy(np.require(frame, requirements=["W"])) if isinstance(frame, np.ndarray) else frame
+    if x.ndim != 3 or x.shape[-1] != 3:
+        raise ValueError(f"expected an (H, W, 3) frame, got shape {tuple(x.shape)}")
+    return x.permute(2, 0, 1)
+
+
+def _float_image(x: torch.Tensor) -> torch.Tensor:
+    return x.float().div_(255.0) if x.dtype == torch.uint8 else x
+
+
 def eval_image(frame: np.ndarray, size: int, short: int | None = None) -> torch.Tensor:
-    """Resize(short, default int(size / 0.875)) + CenterCrop(size) + Normalize -> `(3, size, size)`."""
+    """Resize(short, default int(size / 0.875)) + CenterCrop(size) + Normalize -> `(3, size, size)`.
+
+    A uint8 frame is resized in uint8 (torchvision's resize of a PIL image, the official transforms, works
+    in uint8 too): within 1 grey level of a float resize, and 4-8x cheaper on a 720p frame; only the
+    crop is converted to float."""
     short = int(size / EVAL_CROP_FRACTION) if short is None else short
-    image = _eval_geometry(to_tensor(frame), size, short, nearest=False)
-    return normalize(image)
+    x = _uint8_chw(frame) if _is_uint8(frame) else to_tensor(frame)
+    return normalize(_float_image(_eval_geometry(x, size, short, nearest=False)))
 
 
 def train_image(frame: np.ndarray, size: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """RandomResizedCrop(size, (0.5, 1)) + HFlip + Normalize -> `(3, size, size)`."""
-    (image,) = _train_geometry([(to_tensor(frame), False)], size, generator)
-    return normalize(image)
+    """RandomResizedCrop(size, (0.5, 1)) + HFlip + Normalize -> `(3, size, size)`.
+
+    A uint8 frame is cropped and resized in uint8, as `eval_image`; only the (size, size) result is
+    converted to float."""
+    x = _uint8_chw(frame) if _is_uint8(frame) else to_tensor(frame)
+    (image,) = _train_geometry([(x, False)], size, generator)
+    return normalize(_float_image(image))
+
+
+def _is_uint8(frame) -> bool:
+    return frame.dtype == np.uint8 if isinstance(frame, np.ndarray) else frame.dtype == torch.uint8
 
 
 def _mask_tensor(mask: np.ndarray | torch.Tensor) -> torch.Tensor:

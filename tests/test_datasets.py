@@ -245,6 +245,27 @@ def test_eval_transform_is_resize_centre_crop_normalize():
     assert wide.shape == (3, 64, 64)
 
 
+def test_uint8_frames_are_resized_in_uint8_within_one_grey_level_of_a_float_resize():
+    """train_image / eval_image crop and resize a uint8 frame in uint8 (as torchvision on a PIL image, the
+    official transforms) and convert only the result to float; a float resize of the whole frame gives
+    the same crop within one grey level (rounding)."""
+    rng = np.random.default_rng(1)
+    base = rng.integers(0, 256, (45, 80, 3), dtype=np.uint8)
+    frame = np.asarray(Image.fromarray(base).resize((640, 360), Image.BILINEAR))  # smooth, like a video frame
+    std = torch.tensor(transforms.IMAGENET_STD)[:, None, None]
+    for seed in range(4):
+        fast = transforms.train_image(frame, 112, torch.Generator().manual_seed(seed))
+        (ref,) = transforms._train_geometry([(transforms.to_tensor(frame), False)], 112,
+                                            torch.Generator().manual_seed(seed))
+        assert fast.shape == (3, 112, 112)
+        assert ((fast - transforms.normalize(ref)) * std).abs().max() * 255 <= 1.01, seed
+    ref = transforms._eval_geometry(transforms.to_tensor(frame), 112, 128, nearest=False)
+    assert ((transforms.eval_image(frame, 112) - transforms.normalize(ref)) * std).abs().max() * 255 <= 1.01
+    # a float frame still takes the float path, unchanged
+    as_float = torch.from_numpy(frame.copy()).float()
+    assert transforms.eval_image(as_float / 255, 112).shape == (3, 112, 112)
+
+
 def test_random_resized_crop_respects_scale_and_ratio():
     gen = torch.Generator().manual_seed(0)
     boxes = [transforms.random_resized_crop_box(120, 160, gen) for _ in range(300)]

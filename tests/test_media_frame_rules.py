@@ -6,6 +6,7 @@ from __future__ import annotations
 import av
 import numpy as np
 import pytest
+import torch
 
 from avfusion import media
 
@@ -82,3 +83,53 @@ def test_short_side_scales_in_the_decoder(clip, tmp_path):
     assert small.shape == (32, 48, 3)  # 64x96 -> short side 32, aspect kept
     assert abs(small.mean() - frames[10].mean()) < 2.0
     assert media.read_frame(path, 10 / FPS, short_side=128).shape == (64, 96, 3)  # never upscaled
+
+
+def _write_av(path, n_frames: int = 40, keyint: int = 16) -> None:
+    """H.264 as `_write_h264` plus a stereo 44.1 kHz AAC track (noise and a tone: FFmpeg's encoder uses
+    noise substitution on such input, whose decoded samples depend on the decoder's history)."""
+    rng = np.random.default_rng(0)
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("libx264", rate=FPS, options={"g": str(keyint), "bf": "3", "crf": "10"})
+        video.width, video.height, video.pix_fmt = 96, 64, "yuv420p"
+        audio = container.add_stream("aac", rate=44100)
+        audio.layout = "stereo"
+        for k in range(n_frames):
+            img = np.full((64, 96, 3), 8 + 3 * k, dtype=np.uint8)
+            img[:, 2 * k % 96] = 250
+            vf = av.VideoFrame.from_ndarray(img, format="rgb24")
+            vf.pts = k
+            container.mux(video.encode(vf))
+        container.mux(video.encode())
+        n = int(44100 * n_frames / FPS)
+        wave = (0.3 * np.sin(2 * np.pi * 440 * np.arange(n) / 44100) + 0.1 * rng.standard_normal(n)).astype(np.float32)
+        for i in range(0, n, 1024):
+            chunk = np.stack([wave[i:i + 1024]] * 2)
+            af = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="stereo")
+            af.sample_rate, af.pts = 44100, i
+            container.mux(audio.encode(af))
+        container.mux(audio.encode())
+
+
+def test_frame_after_the_audio_of_the_same_file_reuses_its_container_with_the_same_pixels(tmp_path):
+    """An item reads its audio window, then its frame: the second read takes the container the first left
+    open (one open per item). The frame must be the one a fresh open gives, under both rules, and the
+    audio must never come from a reused container (always decoded fresh: the same samples every time)."""
+    path, other = tmp_path / "av.mp4", tmp_path / "other.mp4"
+    _write_av(path)
+    _write_av(other, n_frames=30)
+    media._HANDOFF.drop()
+    for rule in ("nearest", "keyframe"):
+        for t in (0.0, 0.5, 0.9, 1.5):
+            media._HANDOFF.drop()
+            fresh = media.read_frame(path, t, rule=rule)
+            assert media._HANDOFF.entry is None
+            wave = media.read_audio(path, 0.2, 1.2)
+            assert media._HANDOFF.entry is not None  # left open for the frame
+            assert np.array_equal(media.read_frame(path, t, rule=rule), fresh), (rule, t)
+            assert media._HANDOFF.entry is None  # taken, and closed with the frame read
+            media.read_frame(other, 0.4)
+            media.read_audio(other, 0.0, 1.0)  # leaves `other` open; reading `path` must not use it
+            assert np.array_equal(media.read_frame(path, t, rule=rule), fresh), (rule, t)
+            assert torch.equal(media.read_audio(path, 0.2, 1.2), wave)
+    assert media.read_frame(path).shape == (64, 96, 3)
