@@ -84,7 +84,12 @@ def log_mel(wave: torch.Tensor) -> torch.Tensor:
     """Model input: `(48000,)` or `(B, 48000)` -> `(1, 128, 192)` or `(B, 1, 128, 192)`."""
     if wave.shape[-1] != CLIP_SAMPLES:
         raise ValueError(f"log_mel expects {CLIP_SAMPLES} samples, got shape {tuple(wave.shape)}; use pad_or_trim")
-    spec = torch.log10(mel_power(wave.float()) + LOG_EPS)[..., :-1]  # (..., 128, 192): last frame dropped
+    return log_mel_from_power(mel_power(wave.float()))
+
+
+def log_mel_from_power(power: torch.Tensor) -> torch.Tensor:
+    """`mel_power(wave)` `(..., 128, 193)` -> the model input `(..., 1, 128, 192)` (as log_mel)."""
+    spec = torch.log10(power + LOG_EPS)[..., :-1]  # (..., 128, 192): last frame dropped
     return spec.unsqueeze(-3)  # (..., 1, 128, 192)
 
 
@@ -100,8 +105,13 @@ def pad_or_trim(wave: torch.Tensor, n: int = CLIP_SAMPLES) -> torch.Tensor:
 def random_gain(wave: torch.Tensor, low_db: float = -6.0, high_db: float = 6.0,
                 generator: torch.Generator | None = None) -> torch.Tensor:
     """Official `RandomVol`: gain ~ U(low, high) dB, then clamp to [-1, 1] (train only)."""
-    gain_db = low_db + (high_db - low_db) * torch.rand((), generator=generator).item()
+    gain_db = draw_gain_db(low_db, high_db, generator)
     return torch.clamp(wave * 10.0 ** (gain_db / 20.0), -1.0, 1.0)
+
+
+def draw_gain_db(low_db: float = -6.0, high_db: float = 6.0, generator: torch.Generator | None = None) -> float:
+    """The gain of random_gain in dB: one draw of torch's RNG (or `generator`)."""
+    return low_db + (high_db - low_db) * torch.rand((), generator=generator).item()
 
 
 def is_silent(wave: torch.Tensor, threshold: float = SILENCE_ENERGY) -> bool:

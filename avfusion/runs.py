@@ -149,10 +149,37 @@ class Plan:
         self.runs = f"{self.results}/runs/{self.scale}"
         self.variants = load_experiments(config["experiments"])["variants"]
         self.seeds = scale_seeds(config)
+        self.same_model_as = self._alias_same_models()
         # `executor: auto` = the profile's choice (workflow/rules/common.smk resolves it from the slurm
         # profile's default resource before the plan is built), else debug
         self.executor = "debug" if config["executor"] == "auto" else config["executor"]
         self._checked_jobs: dict = {}
+
+    def _alias_same_models(self) -> dict[str, str]:
+        """An avmae variant whose job configs equal an earlier variant's at this scale (e.g. Table 6a's
+        9 and 6 of 12 fusion layers = all 4 layers of the lite model = deepavfusion) is run once: it
+        becomes an alias of that variant (its run folders copy the metrics, provenance.alias_of names
+        the run), as the paper's own repeated rows. Returns {variant: the variant it repeats}."""
+        seen, same = {}, {}
+        for name, spec in self.variants.items():
+            if spec["kind"] != "avmae":
+                continue
+            try:
+                section = self.model_section(name)
+                from .models.registry import model_config
+
+                model = model_config(section["preset"], {k: v for k, v in section.items() if k != "preset"})
+            except PlanError:
+                continue   # Plan.check names the bad key
+            key = json.dumps({"model": model, "unimodal_init": spec.get("unimodal_init", True),
+                              "shared_pretrain": spec.get("shared_pretrain", False),
+                              "tasks": {t: spec[t] for t in TASKS if t in spec}}, sort_keys=True, default=str)
+            if key in seen:
+                same[name] = seen[key]
+                self.variants[name] = {"kind": "alias", "alias_of": seen[key]}
+            else:
+                seen[key] = name
+        return same
 
     # -- variants and folders
     def variants_of(self, *kinds: str) -> list[str]:

@@ -342,3 +342,36 @@ def test_masks_and_boxes_follow_the_annotated_video_frame(smoke, tmp_path):
             torch.manual_seed(seed)
             red = ds[0]["image"][0] * std + mean
             assert abs(red.mean().item() - level) < 0.03, (type(ds).__name__, seed, red.mean().item())
+
+
+def test_decoded_memo_gives_the_same_items_and_decodes_each_clip_once(smoke, monkeypatch):
+    """data.cache_decoded (issue 15): every dataset's items with the memo equal those without it, train
+    (same RNG draws: gain on the cached mel power, clamped windows from the wave) and eval, and a second
+    pass decodes nothing (read_audio / read_frame are not called again)."""
+    from avfusion.data import datasets as ds_module
+    from avfusion.data.datasets import DECODED
+
+    def items(train):
+        torch.manual_seed(11)
+        return {name: [ds[i] for i in range(min(6, len(ds)))] for name, ds in _datasets(smoke, "train" if train else "test", train).items()}
+
+    try:
+        for train in (True, False):
+            DECODED.enable(False)
+            raw = items(train)
+            DECODED.enable(True)
+            first, second = items(train), None
+            calls = []
+            monkeypatch.setattr(ds_module, "read_audio", lambda *a, **k: calls.append(a) or media.read_audio(*a, **k))
+            monkeypatch.setattr(ds_module, "read_frame", lambda *a, **k: calls.append(a) or media.read_frame(*a, **k))
+            second = items(train)
+            monkeypatch.undo()
+            assert calls == [], f"the memo decoded again: {calls[:2]}"
+            for name in raw:
+                for a, b, c in zip(raw[name], first[name], second[name]):
+                    for key in a:
+                        # log-mel: the gain applied to the power instead of the wave (float rounding only)
+                        torch.testing.assert_close(b[key], a[key], rtol=0, atol=1e-3 if "audio" in key else 0)
+                        assert torch.equal(b[key], c[key])
+    finally:
+        DECODED.enable(False)

@@ -86,19 +86,23 @@ def test_dry_run_plans_every_run_of_every_variant(tmp_path, scale):
                     f"data_dir={tmp_path}/data", "--", "all", *every_run(tmp_path, scale))
     assert out.returncode == 0, out.stderr[-3000:]
     assert_plans_every_table(out.stdout, tmp_path)
-    trained = [n for n, s in EXPERIMENTS.items() if s["kind"] in ("avmae", "unimodal")]
+    # Table 6a's 9 and 6 of 12 fusion layers are all the layers of the depth-2 / depth-4 models, i.e. the
+    # deepavfusion model itself: run once, as aliases of it (Plan._alias_same_models; issue 15, on purpose)
+    same_model = {"fusion_layers_9", "fusion_layers_6"}
+    trained = [n for n, s in EXPERIMENTS.items() if s["kind"] in ("avmae", "unimodal") and n not in same_model]
     shared = [n for n in trained if EXPERIMENTS[n].get("shared_pretrain")]
     assert sorted(shared) == ["mae_audio", "mae_image"]
     counts = job_counts(out.stdout)
     n_seeds = len(scale_seeds(scale))          # smoke 1, tiny 3 (issue 15: claims over seeds)
     assert n_seeds == {"smoke": 1, "tiny": 3}[scale]
     # the unimodal inits are pretrained once and shared by every seed
-    assert counts["pretrain"] == (len(trained) - len(shared)) * n_seeds + len(shared) and len(trained) == 17
-    # 17 trained variants x 6 tasks + Sound of Pixels (separation only) + dense_fast (efficiency only), per seed
+    assert counts["pretrain"] == (len(trained) - len(shared)) * n_seeds + len(shared) and len(trained) == 15
+    # 15 trained variants x 6 tasks + Sound of Pixels (separation only) + dense_fast (efficiency only), per seed
     assert counts["downstream"] == (len(trained) * len(DOWNSTREAM) + 2) * n_seeds
     assert counts["classical_separation"] == 2 * n_seeds and counts["make_tuxav"] == 1
-    # av_mae_late's and fusion_layers_1's runs copy late_fusion's, fusion_layers_3's copy mid_fusion's (issue 17)
-    assert counts["alias_run"] == 3 * (1 + len(DOWNSTREAM)) * n_seeds
+    # av_mae_late's and fusion_layers_1's runs copy late_fusion's, fusion_layers_3's copy mid_fusion's (issue 17),
+    # fusion_layers_9's and fusion_layers_6's copy deepavfusion's (the same model at this depth)
+    assert counts["alias_run"] == 5 * (1 + len(DOWNSTREAM)) * n_seeds
 
 
 def test_paper_dry_run_plans_official_datasets_with_fake_roots(tmp_path):
@@ -130,8 +134,9 @@ def test_job_configs_map_fusion_layers_and_init(tmp_path):
     job_config = namespace["job_config"]
     # one rule for "k of 12 fusion layers" (issue 17): the last min(k, depth) layers; depth 4 at tiny.
     # Table 6a's "3" / "1" rows are Table 4's mid / late models (aliases), as the paper reports them.
-    assert job_config("pretrain", "fusion_layers_9")["model"]["fusion"]["layers"] == "all"
-    assert job_config("pretrain", "fusion_layers_6")["model"]["fusion"]["layers"] == "all"
+    # 9 and 6 of 12 -> all 4 layers = the deepavfusion model: run once, as aliases of it (issue 15, on purpose)
+    assert namespace["PLAN"].same_model_as == {"fusion_layers_9": "deepavfusion", "fusion_layers_6": "deepavfusion"}
+    assert namespace["VARIANTS"]["fusion_layers_9"] == {"kind": "alias", "alias_of": "deepavfusion"}
     assert EXPERIMENTS["fusion_layers_3"] == {"kind": "alias", "alias_of": "mid_fusion"}
     assert EXPERIMENTS["fusion_layers_1"] == {"kind": "alias", "alias_of": "late_fusion"}
     assert job_config("pretrain", "mid_fusion")["model"] == {"preset": "mid-fusion-lite"}   # tiny: lite models (issue 15)

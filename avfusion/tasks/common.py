@@ -68,6 +68,8 @@ class DataConfig:
     manifest: str = ""            # folder with manifest.csv (+ classes.txt, pairs.csv, masks as the task needs)
     image_size: int = 224         # must match the encoder's image input (build_task_encoder checks)
     workers: int = 0
+    cache_decoded: bool = False   # keep decoded clips (audio, frame, mel power) in memory: no epoch decodes
+                                  # again (tiny scale; data/datasets.py "Decoded-clip memo")
 
 
 @dataclass
@@ -121,7 +123,11 @@ def build_task_encoder(model_section: dict, init: InitConfig, image_size: int, f
 # ----------------------------------------------------------------------------- start / finish
 def start_job(cfg: JobConfig) -> torch.device:
     """Seed, pick the device, join the process group (a no-op unless WORLD_SIZE > 1)."""
+    from ..data.datasets import DECODED
+
     seed_everything(cfg.seed)
+    data = getattr(cfg, "data", None)
+    DECODED.enable(bool(getattr(data, "cache_decoded", False)))
     device = resolve_device(cfg.device)
     dist_utils.init_distributed(device.type)
     return device
