@@ -176,33 +176,32 @@ def _decode_audio(container, path: Path, t0: float, t1: float) -> tuple[np.ndarr
     # labels its first frame pts=256 in some files although its samples start at 0 (libsndfile agrees)
     stream_start = float(stream.start_time * stream.time_base) if stream.start_time is not None else None
     to_float = av.AudioResampler(format="fltp")  # keep rate and layout; ints -> floats in [-1, 1]
-    planes: list[list[np.ndarray]] = []  # per channel, the frames' float32 samples (no copies)
-    start, stopped, n, tb = None, False, 0, None
+    fifo = av.AudioFifo()  # the frames' samples are copied in C, read back once: no per-frame Python arrays
+    start, stopped, n, tb, planar = None, False, 0, None, None
     for frame in container.decode(stream):
-        if frame.pts is None:
+        pts = frame.pts
+        if pts is not None and tb is None:  # one time base per stream (reading it builds a Fraction)
+            tb = frame.time_base
+        if pts is None or tb is None:
             ts = start + n / rate if start is not None else 0.0
         else:
-            if tb is None:  # one time base per stream (reading it builds a Fraction: once, not per frame)
-                tb = frame.time_base
-                if tb is None:
-                    ts = start + n / rate if start is not None else 0.0
-            if tb is not None:
-                ts = frame.pts * tb.numerator / tb.denominator  # == float(pts * tb): int/int rounds exactly
+            ts = pts * tb.numerator / tb.denominator  # == float(pts * tb): int/int rounds exactly
         if ts > t1 + _MARGIN_S:
             stopped = True
             break
-        # float planar frames (AAC, Vorbis, Opus decoders) are taken as they are
-        for out in ([frame] if frame.format.name == "fltp" else to_float.resample(frame)):
-            count = out.samples
+        if planar is None:  # float planar frames (AAC, Vorbis, Opus decoders) are taken as they are
+            planar = frame.format.name == "fltp"
+        for out in ([frame] if planar else to_float.resample(frame)):
             if start is None:
                 start = ts if seeked or stream_start is None else stream_start
-                planes = [[] for _ in out.planes]
-            for chunks, plane in zip(planes, out.planes):  # a plane's buffer may be padded: take `count`
-                chunks.append(np.frombuffer(plane, dtype=np.float32, count=count))
-            n += count
+            out.pts = None  # the FIFO checks pts continuity; times are tracked here
+            fifo.write(out)
+            n += out.samples
     if not n:
         raise MediaError(f"{path}: no audio samples decoded")
-    samples = np.stack([np.concatenate(chunks) for chunks in planes])  # (C, N) float32
+    samples = fifo.read().to_ndarray()  # (C, N) float32
+    if len(samples) == 2:  # stereo: numpy's mean over axis 0 is (a + b) / 2, computed here without its overhead
+        return (samples[0] + samples[1]) / np.float32(2), start, rate, stopped
     return samples.mean(axis=0), start, rate, stopped  # (N,) channels averaged
 
 
@@ -426,10 +425,11 @@ def _indexed_frame(container, stream, t: float, rule: str, threads: int = 1):
             if start == 0.0:
                 return None
             continue
-        key_time = float(packets[0].pts * tb)
+        key_time = packets[0].pts * tb.numerator / tb.denominator
         if key_time <= t or start == 0.0:
             break
-    times = [float(p.pts * tb) for p in packets]
+    num, den = tb.numerator, tb.denominator  # int / int: the correctly rounded float(pts * tb), no Fraction
+    times = [p.pts * num / den for p in packets]
     _check_not_truncated(container, stream, max(times), t)
     chosen = _choose(times, t, rule, [p.is_keyframe for p in packets])
     if chosen is None:  # nothing at or before t (the first keyframe is after t): the first frame
@@ -459,6 +459,7 @@ def _packets_from_keyframe(container, stream, t: float):
     """Packets in decode order from the keyframe the demuxer landed on, through the last packet
     whose frame can be chosen for `t`; None when a packet lacks pts or dts."""
     tb = stream.time_base
+    num, den = tb.numerator, tb.denominator
     packets: list = []
     first_at_or_after = math.inf  # smallest pts >= t seen so far
     for packet in container.demux(stream):
@@ -468,7 +469,7 @@ def _packets_from_keyframe(container, stream, t: float):
             return None
         if not packets and not packet.is_keyframe:
             continue  # the demuxer may land before a keyframe
-        ts, dts = float(packet.pts * tb), float(packet.dts * tb)
+        ts, dts = packet.pts * num / den, packet.dts * num / den  # == float(pts * tb), without Fractions
         if packets and dts >= first_at_or_after and ts > t:
             break  # every later packet shows after the first frame at or after t
         packets.append(packet)

@@ -32,10 +32,13 @@ def to_tensor(frame: np.ndarray | torch.Tensor) -> torch.Tensor:
     return x.permute(2, 0, 1).float().div_(255.0)  # (3, H, W)
 
 
+_MEAN, _STD = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
+
+
 def normalize(image: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    return (image - mean) / std
+    """(image - mean) / std per channel (a new tensor; one allocation)."""
+    mean, std = (_MEAN, _STD) if image.dtype == torch.float32 else (_MEAN.to(image), _STD.to(image))
+    return image.sub(mean).div_(std)
 
 
 def resize(x: torch.Tensor, size: tuple[int, int], nearest: bool = False) -> torch.Tensor:

@@ -155,7 +155,7 @@ class _ManifestClips(Dataset):
         if wave.numel() < MIN_AUDIO_S * audio_lib.SAMPLE_RATE:
             raise MediaError(f"{path}: too short: {wave.numel() / audio_lib.SAMPLE_RATE:.3f} s of audio in "
                              f"[{t0:.3f}, {t1:.3f}] s (clip {row['clip_id']}; at least {MIN_AUDIO_S} s needed)")
-        if not bool(torch.isfinite(wave).all()):
+        if not bool(torch.isfinite(wave.sum())) and not bool(torch.isfinite(wave).all()):  # sum: 10x cheaper
             bad = int((~torch.isfinite(wave)).sum())
             raise MediaError(f"{path}: {bad} non-finite (NaN/inf) audio samples in [{t0:.3f}, {t1:.3f}] s "
                              f"(clip {row['clip_id']})")
