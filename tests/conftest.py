@@ -111,16 +111,28 @@ def _cache_dir() -> Path | None:
     return Path(cache) if cache else None
 
 
-@pytest.fixture(scope="session")
-def tuxav_tiny(tmp_path_factory) -> Path:
-    """The tiny tuxav benchmark (1920 clips, 16 classes, data seed 0; ~30 CPU-s), generated once; read only."""
+def _tiny_tuxav(tmp_path_factory, name: str, distractors: bool) -> Path:
+    """Generate (or reuse from AVFUSION_TEST_CACHE) one tiny tuxav benchmark, data seed 0."""
     from avfusion.data.tuxav import make_tuxav
 
     cache = _cache_dir()
-    out = cache / "tiny" if cache else tmp_path_factory.mktemp("tuxav_session") / "tiny"
+    out = cache / name if cache else tmp_path_factory.mktemp("tuxav_session") / name
     if not (out / "manifest.csv").is_file():
-        make_tuxav(out, "tiny", 0)
+        make_tuxav(out, "tiny", 0, distractors=distractors)
     return out
+
+
+@pytest.fixture(scope="session")
+def tuxav_tiny(tmp_path_factory) -> Path:
+    """The tiny tuxav benchmark (1920 clips, 16 classes, data seed 0; ~30 CPU-s), generated once; read only."""
+    return _tiny_tuxav(tmp_path_factory, "tiny", distractors=True)
+
+
+@pytest.fixture(scope="session")
+def tuxav_tiny_solo(tmp_path_factory) -> Path:
+    """The same 1920 clips drawn without silent distractors (the sounding object alone in its scene;
+    ~30 CPU-s): finding the object then needs no audio. Read only."""
+    return _tiny_tuxav(tmp_path_factory, "tiny_solo", distractors=False)
 
 
 TINY_PRETRAIN = ["data.image_size=64", "device=cpu", "model.preset=deepavfusion-smoke", "optim.batch_size=32",

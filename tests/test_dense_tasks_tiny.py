@@ -33,13 +33,15 @@ from avfusion.tasks.common import load_job_config
 COMMON = ["data.image_size=64", "device=cpu", "model.preset=deepavfusion-smoke"]
 # margins = at most half the smallest gap over seeds 0-2 (benchmarks/learning_margins.csv): localization gaps
 # ciou_mean 2.30-2.90, auc 2.20-2.85, ciou_ap50 2.86-4.95 (the old +3 on ap50 failed at seed 2); segmentation gaps
-# avsbench_fscore 25.2-27.0, fscore 31.1-32.9, miou 0.95-1.32; avsbench_miou -5.4 to -4.6 (not asserted)
+# on tuxav_tiny_solo avsbench_miou 40.5-42.8, avsbench_fscore 53.5-55.8, miou 25.7-26.9, fscore 61.5-63.5; on tuxav_tiny
+# (evidence) avsbench_fscore 25.2-27.0, fscore 31.1-32.9, miou 0.95-1.32; avsbench_miou -5.4 to -4.6 (not asserted)
 LOCALIZATION_MARGINS = {"ciou_mean": 1.1, "auc": 1.1, "ciou_ap50": 1.4}
 SEGMENTATION_RECIPE = ["data.eval_split=val+test", "data.eval_batch_size=32", "decoder_min_width=16",
                        "optim.batch_size=16", "optim.lr=0.002", "optim.epochs=3", "optim.warmup_epochs=0",
                        "optim.layer_decay=1.0", "n_examples=0"]
-SEGMENTATION_MARGINS = {"avsbench_fscore": 12.5, "fscore": 15.5, "miou": 0.45,
-                        "avsbench_miou": None}   # None: measured, not asserted (test docstring)
+SEGMENTATION_MARGINS = {  # None: measured, not asserted (test docstring)
+    "tuxav_tiny_solo": {"avsbench_miou": 20.0, "avsbench_fscore": 26.0, "miou": 12.5, "fscore": 30.0},
+    "tuxav_tiny": {"avsbench_miou": None, "avsbench_fscore": 12.5, "miou": 0.45, "fscore": 15.5}}
 
 
 @pytest.mark.slow   # ~0.5 CPU-min, plus the session's tiny pretraining (~2.5 CPU-min, shared with test_linprobe)
@@ -68,30 +70,37 @@ def test_localization_beats_the_centred_prior_on_the_tiny_benchmark(tuxav_tiny, 
     margin_check("ciou_ap50 - prior", m["ciou_ap50"], m["prior_ciou_ap50"], LOCALIZATION_MARGINS["ciou_ap50"])
 
 
-@pytest.mark.slow   # ~1 CPU-min, plus the session's tiny pretraining
+@pytest.mark.slow   # ~1 CPU-min, plus the session's tiny pretraining and the solo benchmark (~30 CPU-s)
 @pytest.mark.learning
-def test_segmentation_beats_both_trivial_masks_in_both_conventions(tuxav_tiny, pretrained_tiny, learning_seed,
-                                                                   margin_check, tmp_path):
+@pytest.mark.parametrize("benchmark", ["tuxav_tiny_solo", pytest.param("tuxav_tiny", marks=pytest.mark.evidence)])
+def test_segmentation_beats_both_trivial_masks_in_both_conventions(benchmark, pretrained_tiny, learning_seed,
+                                                                   margin_check, tmp_path, request):
     """S4-style binary segmentation of the sounding object on the 384 val+test frames, from the pretrained
     encoder (288 steps of 16, the official BCE). Each score is compared with the better of the two trivial
-    masks (all foreground, all background) in its own convention. The F-scores (AVSBench's pooled-curve
-    F-max and DeepAVFusion's per-frame F-max) beat both by a wide margin, and so does DeepAVFusion's
-    background-included mIoU, narrowly; margins: SEGMENTATION_MARGINS (half the smallest gap over seeds).
-    AVSBench's mIoU (per-frame foreground IoU at probability 0.5) does NOT beat the all-foreground mask at
-    this budget and is logged, not asserted: seeds 0-2 2.76 / 2.01 / 2.06 vs 7.39 (lr 2e-3; at seed 0 lr 5e-3
-    gave 0.02 and lr 1e-2 0.03).
-    The model ranks the object's pixels (F-max) but is not yet confident enough to cross 0.5 on them: the
-    BCE plateaus at 0.24-0.25 against 0.264 for the best constant (7.4 % foreground); a longer schedule is
-    the next thing to try, at the cost of CPU-minutes the test suite does not have."""
+    masks (all foreground, all background) in its own convention: AVSBench's (per-frame foreground IoU at
+    probability 0.5, pooled-curve F-max) and DeepAVFusion's (background-included mIoU, per-frame F-max).
+    Margins: SEGMENTATION_MARGINS, half the smallest gap over seeds 0-2 (benchmarks/learning_margins.csv).
+
+    `tuxav_tiny_solo` (asserted, in the default run): the same clips drawn without the silent distractors,
+    so the sounding object is the only object and the masks can be learned without audio. This checks the
+    job: encoder + decoder + loss + both evaluation conventions learn masks that cross p = 0.5.
+
+    `tuxav_tiny` (marker `evidence`, not in the default run; benchmarks/learning_margins.py runs it): with 1-2
+    silent distractors the F-scores and DeepAVFusion's mIoU still beat both masks, but AVSBench's mIoU does
+    not beat all-foreground (seeds 0-2: 2.76 / 2.01 / 2.06 vs 7.39; lr 5e-3 and 1e-2 at seed 0: 0.02, 0.03),
+    so it is logged, not asserted. Why: a model that does not use the audio (the localization test measures
+    that it does not, at this budget) can only give each of the k objects a posterior of about 1/k < 0.5 of
+    being the sounding one, so it ranks object pixels (F-max) but never crosses 0.5 on them. Whether audio
+    picks the object is the DAG's question (issue 15), not this unit test's."""
     from avfusion.tasks import segmentation
 
     torch.set_num_threads(1)
     cfg = load_job_config(segmentation.Config, [], COMMON + [
-        f"data.manifest={tuxav_tiny}", f"init.checkpoint={pretrained_tiny}", f"seed={learning_seed}",
-        *SEGMENTATION_RECIPE])
+        f"data.manifest={request.getfixturevalue(benchmark)}", f"init.checkpoint={pretrained_tiny}",
+        f"seed={learning_seed}", *SEGMENTATION_RECIPE])
     m = segmentation.run(cfg, tmp_path)
-    print("segmentation tiny:", {k: round(v, 2) for k, v in sorted(m.items()) if "iou" in k or "fscore" in k})
+    print(f"segmentation {benchmark}:", {k: round(v, 2) for k, v in sorted(m.items()) if "iou" in k or "fscore" in k})
     assert m["n_frames"] == 384 and m["n_skipped_empty"] == 0
-    for key, margin in SEGMENTATION_MARGINS.items():
+    for key, margin in SEGMENTATION_MARGINS[benchmark].items():
         floor = max(m[f"allfg_{key}"], m[f"allbg_{key}"])
         margin_check(f"{key} - best trivial mask", m[key], floor, margin)

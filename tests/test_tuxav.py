@@ -49,6 +49,28 @@ def test_same_seed_gives_byte_identical_files(smoke, tmp_path):
     assert other["manifest.csv"] != first["manifest.csv"]
 
 
+def test_without_distractors_the_same_clips_show_the_whole_sounding_object(smoke, tmp_path):
+    """`--no-distractors` keeps every clip's class, split and sounding stamp and its placement (drawn first
+    from the clip's seed), and drops only the silent objects: each mask is then the object's whole cut-out,
+    a superset of the visible part in the default scene (where distractors may cover it)."""
+    solo = tmp_path / "solo"
+    assert cli_main(["data", "make-tuxav", "--scale", "smoke", "--out", str(solo), "--no-distractors"]) == 0
+    assert json.loads((solo / "tuxav.json").read_text())["distractors"] is False
+    assert json.loads((smoke / "tuxav.json").read_text())["distractors"] is True
+    keys = ("clip_id", "split", "label", "source")
+    rows = {r["clip_id"]: r for r in read_manifest(smoke / "manifest.csv")}
+    solo_rows = read_manifest(solo / "manifest.csv")
+    assert [tuple(r[k] for k in keys) for r in solo_rows] == [tuple(rows[r["clip_id"]][k] for k in keys)
+                                                               for r in solo_rows]
+    grown = 0
+    for row in solo_rows:
+        with_distractors = np.array(Image.open(rows[row["clip_id"]]["mask"])) > 0
+        alone = np.array(Image.open(row["mask"])) > 0
+        assert (alone | ~with_distractors).all(), row["clip_id"]  # every visible pixel stays
+        grown += int(alone.sum() > with_distractors.sum())
+    assert grown > 0  # some objects were partly covered by a distractor in the default scene
+
+
 def test_manifest_splits_classes_and_media(smoke):
     rows = read_manifest(smoke / "manifest.csv")
     classes = read_classes(smoke)

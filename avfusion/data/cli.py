@@ -53,6 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     make.add_argument("--scale", choices=["smoke", "tiny"], default="tiny")
     make.add_argument("--out", type=Path, required=True, help="output folder (manifest.csv, media, pairs.csv)")
     make.add_argument("--seed", type=int, default=0)
+    make.add_argument("--no-distractors", dest="distractors", action="store_false",
+                      help="draw every scene without its silent objects (the sounding object alone)")
     prep = sub.add_parser("prepare", help="parse a dataset in its official layout into a manifest",
                           description="Parse a dataset in its official layout into DIR/manifest.csv.",
                           epilog=datasets_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -98,7 +100,7 @@ def main(args: argparse.Namespace) -> int:
         from .tuxav import make_tuxav
 
         t0 = time.perf_counter()
-        summary = make_tuxav(args.out, args.scale, args.seed)
+        summary = make_tuxav(args.out, args.scale, args.seed, distractors=args.distractors)
         print(f"tuxav {args.scale} (seed {args.seed}) -> {args.out}: {summary['clips']} clips, "
               f"{len(summary['classes'])} classes, {summary['pairs']} pairs, "
               f"{time.perf_counter() - t0:.1f} s")

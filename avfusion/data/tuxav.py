@@ -298,8 +298,13 @@ def make_pairs(rows: list[dict], seed: int) -> list[dict]:
     return pairs
 
 
-def make_tuxav(out: str | Path, scale: str = "tiny", seed: int = 0, asset_dir: Path = ASSET_DIR) -> dict:
-    """Generate the benchmark into `out`; returns a summary (also written to `out/tuxav.json`)."""
+def make_tuxav(out: str | Path, scale: str = "tiny", seed: int = 0, asset_dir: Path = ASSET_DIR,
+               distractors: bool = True) -> dict:
+    """Generate the benchmark into `out`; returns a summary (also written to `out/tuxav.json`).
+
+    distractors=False draws every scene without its 1-2 silent objects (same clips, classes, splits and
+    sounds drawn from the same per-clip seeds): the sounding object is then the only object, so finding it
+    needs no audio (the segmentation learning test uses this to check the job's masks, not audio use)."""
     if scale not in SCALES:
         raise ValueError(f"unknown tuxav scale {scale!r}; choose from {sorted(SCALES)}")
     out = Path(out)
@@ -318,6 +323,7 @@ def make_tuxav(out: str | Path, scale: str = "tiny", seed: int = 0, asset_dir: P
         stamp = CLASS_STAMPS[item["cls"]][int(rng.integers(len(CLASS_STAMPS[item["cls"]])))]
         pool = [s for s in names if s not in CLASS_STAMPS[item["cls"]]]
         picks = rng.choice(len(pool), size=int(rng.integers(1, 3)), replace=False)
+        picks = picks if distractors else picks[:0]
         frame, mask = compose(rng, stamps[stamp][0], [stamps[pool[i]][0] for i in picks], size)
         wave = make_sound(rng, stamps[stamp][1])
         cid = item["clip_id"]
@@ -337,7 +343,7 @@ def make_tuxav(out: str | Path, scale: str = "tiny", seed: int = 0, asset_dir: P
         progress.update()
     pairs = make_pairs(rows, seed)
     atomic_write_csv(out / "pairs.csv", pairs, PAIR_COLUMNS)
-    summary = {"scale": scale, "seed": seed, "frame_size": size, "classes": {c: CLASS_STAMPS[c] for c in classes},
+    summary = {"scale": scale, "seed": seed, "distractors": distractors, "frame_size": size, "classes": {c: CLASS_STAMPS[c] for c in classes},
                "distractor_only": DISTRACTOR_ONLY, "clips": {s: sum(r["split"] == s for r in rows)
                                                                for s in ("train", "val", "test")},
                "videos": sum(bool(r["video"]) for r in rows), "pairs": len(pairs),
