@@ -118,7 +118,7 @@ def main(args: argparse.Namespace) -> int:
             print(f"wrote {path}")
         from .figures import example_figures
 
-        written, notes = example_figures(args.runs, args.out / "figures", seed=ctx.seeds[0] if len(ctx.seeds) > 1 else None)
+        written, notes = example_figures(args.runs, args.out / "figures", seeds=ctx.seeds)
         for path in written:
             print(f"wrote {path}")
         for note in notes:

@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ..io import _atomic_write_bytes  # noqa: E402
+from ..runs import seed_folder  # noqa: E402
 
 KNN_COLUMNS = ("acc_audio", "acc_image", "acc_fusion", "acc_all")
 
@@ -176,11 +177,10 @@ EXAMPLE_TASKS = ("separation", "segmentation", "localization")
 
 
 def example_figures(runs: Path, out_dir: Path, variant: str = "deepavfusion",
-                    seed: int | None = None) -> tuple[list[Path], list[str]]:
-    """<out_dir>/<task>_examples.png from each task's examples.npz (of run folder .../seed<seed> when
-    given); a note figure where there is none."""
-    if seed is not None:
-        variant = f"{variant}/seed{seed}"
+                    seeds: list[int] = (0,)) -> tuple[list[Path], list[str]]:
+    """<out_dir>/<task>_examples.png from each task's examples.npz (the first seed's run folder,
+    `avfusion.runs.seed_folder`); a note figure where there is none."""
+    variant = f"{variant}{seed_folder(seeds[0], list(seeds))}"
     written, notes = [], []
     draw = {"separation": lambda p, o: separation_examples(p, o),
             "segmentation": lambda p, o: overlay_examples(p, o, "mask"),

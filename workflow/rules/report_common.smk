@@ -19,6 +19,7 @@ from avfusion.report.tables import load_tables_config as _load_tables_config
 from avfusion.report.tables import required_runs as _required_runs
 from avfusion.report.claims import claim_runs as _claim_runs
 from avfusion.runs import scale_seeds as _scale_seeds
+from avfusion.runs import seed_folder as _seed_folder
 from avfusion.runs import variant_kinds as _variant_kinds
 
 _REPORT_REPO = _ReportPath(workflow.current_basedir).parents[1]
@@ -29,8 +30,8 @@ _REPORT_CFG = _load_tables_config(_TABLES_YAML)
 _REPORT_RESULTS = config["results"]
 _REPORT_RUNS = _ReportPath(f"{_REPORT_RESULTS}/runs/{config['scale']}")
 _REPORT_SEEDS = _scale_seeds(config)
-# one run folder per seed (.../seed<k>) when the scale runs several seeds; figures show the first seed
-_REPORT_SEED_DIR = f"seed{_REPORT_SEEDS[0]}" if len(_REPORT_SEEDS) > 1 else ""   # a path part ("" = none)
+# figures show the first seed's run folder (<variant>/seed<k> when the scale runs several seeds)
+_REPORT_SEED = _seed_folder(_REPORT_SEEDS[0], _REPORT_SEEDS)   # a folder suffix ("" = one seed)
 _REPORT_CTX = _ScaleContext(scale=config["scale"], task_datasets=config["task_datasets"], seeds=_REPORT_SEEDS,
                             kinds=_variant_kinds(config.get("experiments", _REPORT_REPO / "workflow" / "config" / "experiments.yaml")))
 _REPORT_SOURCES = [str(_TABLES_YAML), str(_PUBLISHED_YAML)]
@@ -70,8 +71,8 @@ def _all_report_runs(wildcards=None):
 
 def _figure_runs():
     fig3 = _REPORT_CFG["figures"]["figure3"]
-    return {"run": _existing_in_report_mode([str(_REPORT_RUNS / fig3["task"] / fig3["variant"] / _REPORT_SEED_DIR / "metrics.json")]),
-            "examples": _existing_in_report_mode([str(_REPORT_RUNS / task / "deepavfusion" / _REPORT_SEED_DIR / "metrics.json")
+    return {"run": _existing_in_report_mode([f"{_REPORT_RUNS / fig3['task'] / fig3['variant']}{_REPORT_SEED}/metrics.json"]),
+            "examples": _existing_in_report_mode([f"{_REPORT_RUNS / task / 'deepavfusion'}{_REPORT_SEED}/metrics.json"
                                                   for task in ("separation", "segmentation", "localization")])}
 
 
