@@ -38,7 +38,7 @@ from avfusion.models.avmae import masked_patch_loss, random_masking
 from avfusion.models.encoder import EncoderOutput, load_branch_checkpoint
 from avfusion.models.layers import (Attention, Block, DropPath, Mlp, check_input, init_weights_mae,
                                     sincos_pos_table_2d)
-from avfusion.models.presets import PRESETS, BranchSpec, DecoderSpec
+from avfusion.models.presets import PRESETS, BranchSpec, ViTModel
 from avfusion.models.registry import register
 from avfusion.models.vit import ViT, gather_tokens, patchify, read_state_dict
 
@@ -273,23 +273,16 @@ class CAVMAE(nn.Module):
 
 
 @dataclass
-class CAVMAEModel:
-    """CAV-MAE model dict (validated like the model package's presets)."""
+class CAVMAEModel(ViTModel):
+    """CAV-MAE model dict (validated like the model package's presets): the shared ViT fields and
+    CAV-MAE's own (joint blocks, contrastive loss); its audio masking default is 0.75."""
     family: Literal["cav-mae"] = "cav-mae"
-    embed_dim: int = 768
     depth: int = 12                 # modality-specific blocks + joint blocks (official 11 + 1)
-    joint_depth: int = 1
-    num_heads: int = 12
-    mlp_ratio: float = 4.0
-    image: BranchSpec = field(default_factory=lambda: BranchSpec((224, 224), 16, "", 0.75, True))
     audio: BranchSpec = field(default_factory=lambda: BranchSpec((128, 192), 16, "", 0.75, True))
-    decoder: DecoderSpec = field(default_factory=DecoderSpec)
+    joint_depth: int = 1
     contrastive_weight: float = 0.01
     temperature: float = 0.05
     bidirectional: bool = False
-    drop_path: float = 0.0
-    attn_drop: float = 0.0
-    drop: float = 0.0
 
     def validate(self) -> None:
         if not 1 <= self.joint_depth < self.depth:

@@ -65,16 +65,17 @@ def _check_branch(name: str, branch: BranchSpec) -> None:
 
 
 @dataclass
-class DeepAVFusionModel:
-    """AV-MAE with the DeepAVFusion encoder (ViT branches of width `embed_dim`, depth `depth`)."""
-    family: Literal["deepavfusion"] = "deepavfusion"
+class ViTModel:
+    """What every ViT-backbone family shares: width, depth, heads, both branch specs, the MAE
+    decoder, regularisation. A family subclass sets `family` (keeping its place first) and adds its
+    own fields after these."""
+    family: str = ""
     embed_dim: int = 768
     depth: int = 12
     num_heads: int = 12
     mlp_ratio: float = 4.0
     image: BranchSpec = field(default_factory=lambda: BranchSpec((224, 224), 16, "", 0.75, True))
     audio: BranchSpec = field(default_factory=lambda: BranchSpec((128, 192), 16, "", 0.8, True))
-    fusion: FusionSpec = field(default_factory=FusionSpec)
     decoder: DecoderSpec = field(default_factory=DecoderSpec)
     drop_path: float = 0.0
     attn_drop: float = 0.0
@@ -82,31 +83,30 @@ class DeepAVFusionModel:
 
     def validate(self) -> None:
         _check_heads("num_heads", self.embed_dim, self.num_heads)
-        _check_heads("fusion.num_heads", self.embed_dim, self.fusion.num_heads)
         _check_heads("decoder.num_heads", self.decoder.embed_dim, self.decoder.num_heads)
+
+
+@dataclass
+class DeepAVFusionModel(ViTModel):
+    """AV-MAE with the DeepAVFusion encoder (ViT branches of width `embed_dim`, depth `depth`)."""
+    family: Literal["deepavfusion"] = "deepavfusion"
+    fusion: FusionSpec = field(default_factory=FusionSpec)
+
+    def validate(self) -> None:
+        super().validate()
+        _check_heads("fusion.num_heads", self.embed_dim, self.fusion.num_heads)
         _check_branch("image", self.image)
         _check_branch("audio", self.audio)
 
 
 @dataclass
-class UnimodalMAEModel:
+class UnimodalMAEModel(ViTModel):
     """Image-only or audio-only MAE; only the `modality` branch spec is used."""
     family: Literal["mae"] = "mae"
     modality: Literal["image", "audio"] = "image"
-    embed_dim: int = 768
-    depth: int = 12
-    num_heads: int = 12
-    mlp_ratio: float = 4.0
-    image: BranchSpec = field(default_factory=lambda: BranchSpec((224, 224), 16, "", 0.75, True))
-    audio: BranchSpec = field(default_factory=lambda: BranchSpec((128, 192), 16, "", 0.8, True))
-    decoder: DecoderSpec = field(default_factory=DecoderSpec)
-    drop_path: float = 0.0
-    attn_drop: float = 0.0
-    drop: float = 0.0
 
     def validate(self) -> None:
-        _check_heads("num_heads", self.embed_dim, self.num_heads)
-        _check_heads("decoder.num_heads", self.decoder.embed_dim, self.decoder.num_heads)
+        super().validate()
         _check_branch(self.modality, getattr(self, self.modality))
 
 
