@@ -21,30 +21,19 @@ import argparse
 import json
 import shutil
 import sys
-import time
 from pathlib import Path
 from typing import Callable
 
 import yaml
 
 from .io import atomic_write_text
+from .runlock import move_run_aside
 
 JOB_CONFIG_HEADER = "# written by the Snakefile (avfusion/runs.py: Plan.job_config); edit the config files instead\n"
 
 
 def job_config_text(cfg: dict) -> str:
     return JOB_CONFIG_HEADER + yaml.safe_dump(cfg, sort_keys=False)
-
-
-def move_aside(folder: Path) -> Path:
-    """Rename run folder `folder` to `<folder>.replaced-<time>` (never over an existing one)."""
-    stamp = time.strftime("%Y%m%dT%H%M%S")
-    stale, n = folder.with_name(f"{folder.name}.replaced-{stamp}"), 1
-    while stale.exists():
-        n += 1
-        stale = folder.with_name(f"{folder.name}.replaced-{stamp}-{n}")
-    folder.rename(stale)
-    return stale
 
 
 def write_job_config(folder: str | Path, cfg: dict) -> Path | None:
@@ -54,7 +43,7 @@ def write_job_config(folder: str | Path, cfg: dict) -> Path | None:
     text = job_config_text(cfg)
     stale = None
     if config_file.is_file() and config_file.read_text() != text:
-        stale = move_aside(folder)
+        stale = move_run_aside(folder)
         print(f"{folder}: the job config changed; the old run folder (and its checkpoint) moved to {stale}",
               flush=True)
     atomic_write_text(config_file, text)
@@ -78,7 +67,7 @@ def run_job(out: str | Path, cfg: dict, launch_argv: list[str], log: str | Path 
     sys.stdout.flush()
     if code or not finished:
         return code
-    stale = move_aside(folder)
+    stale = move_run_aside(folder)
     target.rename(folder)
     print(f"{folder}: replaced by the finished new run; the previous run moved to {stale}", flush=True)
     if log is not None and Path(log).resolve().parent == folder.resolve():

@@ -7,16 +7,44 @@ The lock is an `flock` on `<run>/run.lock` (released by the kernel when the owne
 NFSv4, where the client maps it onto a POSIX lock); the file's text says who holds it
 (`host pid start-time`), so the refusal names the owner. A lock file left by a process that died
 is taken over, and said so. The file is removed on a clean exit.
+
+A run that is replaced is never deleted: `move_run_aside` moves it to `<run>.replaced-<time>`
+(`--fresh`, and the DAG's `avfusion.jobconfig` when a job's config changed).
 """
 from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import socket
 import time
 from pathlib import Path
 
 LOCK_NAME = "run.lock"
+
+
+def move_run_aside(folder: str | Path, keep: tuple[str, ...] = ()) -> Path | None:
+    """Move run folder `folder` to `<folder>.replaced-<time>` (never over an existing one) -> that path.
+    Without `keep` the folder is renamed; with `keep` (names the caller still holds, e.g. its
+    run.lock) the other entries move into a new folder of that name. None when there is nothing to move."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    entries = [p for p in folder.iterdir() if p.name not in keep]
+    if keep and not entries:
+        return None
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    stale, n = folder.with_name(f"{folder.name}.replaced-{stamp}"), 1
+    while stale.exists():
+        n += 1
+        stale = folder.with_name(f"{folder.name}.replaced-{stamp}-{n}")
+    if not keep:
+        folder.rename(stale)
+        return stale
+    stale.mkdir()
+    for path in entries:
+        shutil.move(str(path), str(stale / path.name))
+    return stale
 
 
 class RunFolderBusy(RuntimeError):

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -216,28 +215,11 @@ def load_job_config(config_cls: type, files: list, overrides: list, recipes: dic
     return build_job_config(config_cls, merge(raw, parse_overrides(overrides)), recipes)
 
 
-def move_run_aside(out_dir: Path, keep: tuple[str, ...] = ()) -> Path | None:
-    """Move the contents of run folder `out_dir` (but `keep`) into `<out_dir>.replaced-<time>`."""
-    entries = [p for p in out_dir.iterdir() if p.name not in keep] if out_dir.is_dir() else []
-    if not entries:
-        return None
-    stamp = time.strftime("%Y%m%dT%H%M%S")
-    stale, n = out_dir.with_name(f"{out_dir.name}.replaced-{stamp}"), 1
-    while stale.exists():
-        n += 1
-        stale = out_dir.with_name(f"{out_dir.name}.replaced-{stamp}-{n}")
-    stale.mkdir()
-    for path in entries:
-        shutil.move(str(path), str(stale / path.name))
-    print(f"--fresh: the old run in {out_dir} moved to {stale}")
-    return stale
-
-
 def job_main(args: argparse.Namespace, config_cls: type, run: Callable[[Any, Path], dict],
              recipes: dict | None = None) -> int:
     """Config -> lock the run folder -> run -> metrics line. Errors propagate to `avfusion.cli`,
     which prints them as one line with an exit code."""
-    from ..runlock import LOCK_NAME, RunLock
+    from ..runlock import LOCK_NAME, RunLock, move_run_aside
 
     cfg = load_job_config(config_cls, args.config, args.overrides, recipes)
     out = Path(args.out)
@@ -249,7 +231,9 @@ def job_main(args: argparse.Namespace, config_cls: type, run: Callable[[Any, Pat
         out.mkdir(parents=True, exist_ok=True)
     try:
         if getattr(args, "fresh", False) and lock is not None:
-            move_run_aside(out, keep=(LOCK_NAME,))
+            stale = move_run_aside(out, keep=(LOCK_NAME,))
+            if stale is not None:
+                print(f"--fresh: the old run in {out} moved to {stale}")
         metrics = run(cfg, out)
     finally:
         if lock is not None:
