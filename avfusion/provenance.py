@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import subprocess
@@ -35,6 +36,8 @@ def file_hash(path: str | Path) -> str:
 def provenance(cfg: Any = None, scale: str | None = None, seed: int | None = None,
                manifest: str | Path | None = None, wall_s: float | None = None, **extra) -> dict:
     out = {
+        # the module that ran the job (its Config class's): a table cell's run names its code
+        "task": type(cfg).__module__ if dataclasses.is_dataclass(cfg) else None,
         "config_hash": config_hash(cfg) if cfg is not None else None,
         "git_commit": git_commit(),
         "seed": seed,

@@ -131,8 +131,7 @@ def test_bad_config_fails_before_training_naming_the_key(smoke_manifest, tmp_pat
 def test_import_only_makes_a_run_folder_of_published_weights(smoke_manifest, tmp_path):
     """Paper scale's Table 3 MAE / AudioMAE rows: the public weight file (MAE format: `model`, no prefix)
     imported as a pretraining run folder that the downstream tasks load like any other."""
-    from avfusion.models.registry import build_pretrain_model
-    from avfusion.tasks.common import InitConfig, build_task_encoder
+    from avfusion.models.registry import build_encoder, build_pretrain_model
 
     torch.manual_seed(7)
     public = build_pretrain_model({"preset": "mae-image-smoke"}).encoder.image.state_dict()
@@ -142,8 +141,7 @@ def test_import_only_makes_a_run_folder_of_published_weights(smoke_manifest, tmp
     assert pretrain.run(cfg, tmp_path / "mae_image") == {"imported": 1, "epochs": 0, "steps": 0}
     saved = json.loads((tmp_path / "mae_image" / "metrics.json").read_text())
     assert saved["provenance"]["imported_from"]["image"] == str(weights)
-    encoder = build_task_encoder({"preset": "mae-image-smoke"}, InitConfig(checkpoint=str(tmp_path / "mae_image")),
-                                 64, False)
+    encoder = build_encoder({"preset": "mae-image-smoke"}, str(tmp_path / "mae_image"), 64, False)
     for key, value in public.items():
         torch.testing.assert_close(encoder.image.state_dict()[key], value)
     with pytest.raises(ConfigError, match="import_only"):

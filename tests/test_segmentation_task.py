@@ -71,7 +71,6 @@ def test_image_size_must_match_the_encoder(tuxav, tmp_path):
 
 def test_init_checkpoint_loads_encoder_strictly_and_freezes(tmp_path):
     from avfusion.models.registry import build_encoder
-    from avfusion.tasks.common import InitConfig, build_task_encoder
 
     source = build_encoder({"preset": "deepavfusion-smoke"})
     state = {f"encoder.{k}": v for k, v in source.state_dict().items()}
@@ -79,13 +78,13 @@ def test_init_checkpoint_loads_encoder_strictly_and_freezes(tmp_path):
     (tmp_path / "checkpoints").mkdir()
     torch.save({"state_dict": state}, tmp_path / "checkpoints" / "checkpoint_latest.pth")
     torch.manual_seed(123)  # a different random init, overwritten by the checkpoint
-    loaded = build_task_encoder({"preset": "deepavfusion-smoke"}, InitConfig(str(tmp_path)), 64, freeze=True)
+    loaded = build_encoder({"preset": "deepavfusion-smoke"}, str(tmp_path), 64, freeze=True)
     for (name, a), b in zip(source.state_dict().items(), loaded.state_dict().values()):
         assert torch.equal(a, b), name
     assert not any(p.requires_grad for p in loaded.parameters())
     del state["encoder.fusion_tokens"]
     torch.save({"state_dict": state}, tmp_path / "broken.pth")
     with pytest.raises(ValueError, match="fusion_tokens"):
-        build_task_encoder({"preset": "deepavfusion-smoke"}, InitConfig(str(tmp_path / "broken.pth")), 64, False)
+        build_encoder({"preset": "deepavfusion-smoke"}, str(tmp_path / "broken.pth"), 64, False)
     with pytest.raises(FileNotFoundError, match="init.checkpoint"):
-        build_task_encoder({"preset": "deepavfusion-smoke"}, InitConfig(str(tmp_path / "none.pth")), 64, False)
+        build_encoder({"preset": "deepavfusion-smoke"}, str(tmp_path / "none.pth"), 64, False)

@@ -2,6 +2,7 @@
 
     model = build_pretrain_model({"preset": "deepavfusion-tiny", "fusion": {"arch": "dense"}})
     encoder = build_encoder(model_config("deepavfusion-vggsound"))
+    encoder = build_encoder({"preset": "late-fusion-smoke"}, "runs/pretrain/x", image_size=64)   # a task's call
 
 A family registers once, beside its definition (timm's habit), with its presets:
 
@@ -21,8 +22,10 @@ from typing import Callable, NamedTuple
 
 from torch import nn
 
+from ..checkpoints import resolve_checkpoint
 from ..config import ConfigError, from_dict, merge, parse_overrides, to_dict
 from .avmae import AVMAE, UnimodalEncoder, UnimodalMAE
+from .checkpoint import load_encoder_from_checkpoint
 from .encoder import DeepAVFusionEncoder, load_branch_checkpoint
 from .presets import PRESETS, DeepAVFusionModel, UnimodalMAEModel, register_preset
 from .vit import ViT
@@ -126,9 +129,31 @@ def build_pretrain_model(model_dict: dict) -> nn.Module:
     return _build(model_dict, "pretrain", "pretraining model")
 
 
-def build_encoder(model_dict: dict) -> nn.Module:
-    """The family's encoder (the encoder contract of docs/interfaces.md) of a model dict or section."""
-    return _build(model_dict, "encoder", "encoder")
+def build_encoder(model_dict: dict, checkpoint: str = "", image_size: int | None = None,
+                  freeze: bool = False) -> nn.Module:
+    """The family's encoder (the encoder contract of docs/interfaces.md) of a model dict or a job's
+    `model:` section; every task builds its encoder with this one call:
+
+        encoder = build_encoder(cfg.model, cfg.init.checkpoint, cfg.data.image_size, freeze=False)
+
+    `checkpoint` (a run folder or file, the job's `init.checkpoint`) loads `encoder.*` strictly
+    ('' = random init); `image_size`, when given, must be the encoder's image input (the job's
+    `data.image_size`); `freeze` turns off every gradient."""
+    encoder = _build(model_dict, "encoder", "encoder")
+    if image_size is not None:
+        image_branch = getattr(encoder, "image", None)
+        expected = tuple(getattr(image_branch, "input_size", (image_size, image_size)))
+        if expected != (image_size, image_size):
+            grid, patch = tuple(encoder.image_grid), getattr(image_branch, "patch_size", None)
+            raise ConfigError(f"config key 'data.image_size': {image_size} does not match the encoder's image "
+                              f"input {list(expected)} (grid {grid}, patch {patch}); set data.image_size={expected[0]}")
+    if checkpoint:
+        path = resolve_checkpoint(checkpoint, key="init.checkpoint")
+        load_encoder_from_checkpoint(encoder, str(path))
+        print(f"init.checkpoint: loaded encoder.* from {path}")
+    if freeze:
+        encoder.requires_grad_(False)
+    return encoder
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The job contract every task shares: the config header, the encoder, the CLI and metrics.json.
+"""The job contract every task shares: the config header, the CLI, start/finish and metrics.json.
 
 Every task module defines a dataclass `Config(JobConfig)` and `run(cfg, out_dir) -> dict` (flat
 metrics); its CLI is then just:
@@ -8,9 +8,11 @@ metrics); its CLI is then just:
 
     avfusion <task> --config FILE [--config FILE2] [--set key=value ...] --out DIR [--fresh]
 
-and `run` reads like: `device = start_job(cfg)`, build the model (`build_task_encoder`), `engine.train`,
-evaluate, `write_job_metrics(out_dir, cfg, metrics, t0)`. Tasks import from here, never from a
-sibling task (the dense-prediction tasks also share `dense_prediction.py`).
+and `run` reads like: `device = start_job(cfg)`, build the encoder with one call,
+`avfusion.models.registry.build_encoder(cfg.model, cfg.init.checkpoint, cfg.data.image_size, freeze)`
+(beside the presets' table), `engine.train`, evaluate, `write_job_metrics(out_dir, cfg, metrics, t0)`
+(metrics.json names the task module, its config and the run it came from). Tasks import from here,
+never from a sibling task (the dense-prediction tasks also share `dense_prediction.py`).
 
 The run folder is held by one process at a time (`avfusion.runlock`); a folder holding a
 checkpoint is resumed only with the config it was made with (`avfusion.engine`), `--fresh` moves
@@ -27,18 +29,15 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 import torch
-from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader
 
 from .. import distributed as dist_utils
 from ..config import ConfigError, from_dict, load_yaml, merge, parse_overrides
-from ..checkpoints import resolve_checkpoint
 from ..engine import resolve_device, seed_everything
 
 __all__ = ["JobConfig", "InitConfig", "DataConfig", "TrainEvalDataConfig", "ClassificationDataConfig",
-           "validate_model_section", "resolve_checkpoint", "build_task_encoder", "start_job",
-           "write_job_metrics", "eval_dataset", "clip_dataset", "predict", "add_job_arguments",
-           "build_job_config", "load_job_config", "job_main"]
+           "validate_model_section", "start_job", "write_job_metrics", "eval_dataset", "clip_dataset", "predict",
+           "add_job_arguments", "build_job_config", "load_job_config", "job_main"]
 
 
 # ----------------------------------------------------------------------------- configs
@@ -65,7 +64,7 @@ class JobConfig:
 class DataConfig:
     """Every job that reads a manifest."""
     manifest: str = ""            # folder with manifest.csv (+ classes.txt, pairs.csv, masks as the task needs)
-    image_size: int = 224         # must match the encoder's image input (build_task_encoder checks)
+    image_size: int = 224         # must match the encoder's image input (registry.build_encoder checks)
     workers: int = 0
     cache_decoded: bool = False   # keep decoded clips (audio, frame, mel power) in memory: no epoch decodes
                                   # again (tiny scale; data/datasets.py "Decoded-clip memo")
@@ -93,30 +92,6 @@ def validate_model_section(model: dict) -> None:
     if not model:
         raise ConfigError("config key 'model': empty; set model.preset (e.g. deepavfusion-tiny) or a full model dict")
     resolve(dict(model))
-
-
-# ----------------------------------------------------------------------------- encoder
-def build_task_encoder(model_section: dict, init: InitConfig, image_size: int, freeze: bool) -> nn.Module:
-    """Registry encoder of `model_section`; `init.checkpoint` (run folder or file) loads `encoder.*`
-    strictly ('' = random init); `image_size` must be the encoder's image input; frozen -> no grads."""
-    from ..models.checkpoint import load_encoder_from_checkpoint
-    from ..models.registry import build_encoder
-
-    encoder = build_encoder(dict(model_section))
-    image_branch = getattr(encoder, "image", None)
-    expected = tuple(getattr(image_branch, "input_size", (image_size, image_size)))
-    if expected != (image_size, image_size):
-        grid, patch = tuple(encoder.image_grid), getattr(image_branch, "patch_size", None)
-        raise ConfigError(f"config key 'data.image_size': {image_size} does not match the encoder's image "
-                          f"input {list(expected)} (grid {grid}, patch {patch}); set data.image_size={expected[0]}")
-    if init.checkpoint:
-        path = resolve_checkpoint(init.checkpoint, key="init.checkpoint")
-        load_encoder_from_checkpoint(encoder, str(path))
-        print(f"init.checkpoint: loaded encoder.* from {path}")
-    if freeze:
-        for p in encoder.parameters():
-            p.requires_grad_(False)
-    return encoder
 
 
 # ----------------------------------------------------------------------------- start / finish

@@ -19,7 +19,8 @@ from torch.utils.data import DataLoader
 
 from ..engine import OptimConfig
 from ..io import _atomic_write_bytes
-from .common import JobConfig, TrainEvalDataConfig, build_task_encoder, start_job, write_job_metrics
+from ..models.registry import build_encoder
+from .common import JobConfig, TrainEvalDataConfig, start_job, write_job_metrics
 
 
 def finetune_optim(**overrides) -> OptimConfig:
@@ -44,7 +45,7 @@ def start_dense_job(cfg: DensePredictionConfig) -> tuple[float, torch.device, nn
     `model` + `init.checkpoint`, `data.image_size` checked, frozen with `freeze_encoder`)."""
     t0 = time.perf_counter()
     device = start_job(cfg)
-    return t0, device, build_task_encoder(cfg.model, cfg.init, cfg.data.image_size, cfg.freeze_encoder)
+    return t0, device, build_encoder(cfg.model, cfg.init.checkpoint, cfg.data.image_size, cfg.freeze_encoder)
 
 
 def run_encoder(encoder: nn.Module, frozen: bool, image: torch.Tensor, audio: torch.Tensor, return_embs: bool):

@@ -43,8 +43,9 @@ from ..engine import OptimConfig, train
 from ..metrics.classification import chance_accuracy, head_metrics
 from ..mixup import AVMixup, smooth_targets
 from ..models.classifier import HEAD_NAMES, AVClassifier, check_heads
+from ..models.registry import build_encoder
 from ..progress import CSVLog
-from .common import (ClassificationDataConfig, JobConfig, add_job_arguments, build_task_encoder, clip_dataset,
+from .common import (ClassificationDataConfig, JobConfig, add_job_arguments, clip_dataset,
                      eval_dataset, job_main, predict, start_job, validate_model_section, write_job_metrics)
 
 RECIPES = {
@@ -134,7 +135,7 @@ def run(cfg: Config, out_dir: Path) -> dict:
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
     device = start_job(cfg)
-    encoder = build_task_encoder(cfg.model_dict(), cfg.init, cfg.data.image_size, freeze=False)
+    encoder = build_encoder(cfg.model_dict(), cfg.init.checkpoint, cfg.data.image_size, freeze=False)
     train_set = clip_dataset(cfg.data, cfg.data.train_split, train=True)
     eval_set = clip_dataset(cfg.data, cfg.data.eval_split, train=False)
     num_classes = len(train_set.classes)

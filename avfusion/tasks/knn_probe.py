@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..metrics.knn import MODALITIES, extract_features, knn_loo, knn_probe  # noqa: F401  (the probe's API)
-from .common import DataConfig, JobConfig, add_job_arguments, build_task_encoder, job_main, start_job, write_job_metrics
+from ..models.registry import build_encoder
+from .common import DataConfig, JobConfig, add_job_arguments, job_main, start_job, write_job_metrics
 
 
 @dataclass
@@ -36,7 +37,7 @@ def run(cfg: Config, out_dir: Path) -> dict:
 
     t0 = time.perf_counter()
     device = start_job(cfg)
-    encoder = build_task_encoder(cfg.model, cfg.init, cfg.data.image_size, freeze=False).to(device)
+    encoder = build_encoder(cfg.model, cfg.init.checkpoint, cfg.data.image_size, freeze=False).to(device)
     dataset = AVClipDataset(cfg.data.manifest, cfg.data.split, train=False, image_size=cfg.data.image_size,
                             multilabel=cfg.data.multilabel)
     stats = knn_probe(encoder, dataset, cfg.data.batch_size, device, cfg.data.workers)

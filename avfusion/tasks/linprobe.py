@@ -3,7 +3,7 @@
     avfusion linprobe --config avfusion/tasks/examples/linprobe.yaml \
         --set init.checkpoint=runs/pretrain/x --out runs/linprobe/x
 
-- encoder: `model: {preset, ...}` built by `avfusion.tasks.common.build_task_encoder`; `init.checkpoint`
+- encoder: `model: {preset, ...}` built by `avfusion.models.registry.build_encoder`; `init.checkpoint`
   (run folder or file) loads `encoder.*` strictly; '' keeps the random init (a baseline row).
 - heads: any subset of [image, audio, fusion]; prediction = mean of the heads' logits ("all");
   CE (single-label) or BCE-with-logits (multi-label) on the averaged logits, as the official code.
@@ -27,7 +27,8 @@ from torch.utils.data import DataLoader, Dataset
 from ..engine import OptimConfig, train
 from ..metrics.classification import chance_accuracy, head_metrics
 from ..models.classifier import HEAD_NAMES, AVClassifier, ClassifierHeads, check_heads
-from .common import (ClassificationDataConfig, JobConfig, add_job_arguments, build_task_encoder, clip_dataset,
+from ..models.registry import build_encoder
+from .common import (ClassificationDataConfig, JobConfig, add_job_arguments, clip_dataset,
                      job_main, predict, start_job, write_job_metrics)
 
 RECIPES = {
@@ -87,7 +88,7 @@ def run(cfg: Config, out_dir: Path) -> dict:
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
     device = start_job(cfg)
-    encoder = build_task_encoder(cfg.model, cfg.init, cfg.data.image_size, freeze=False).to(device)
+    encoder = build_encoder(cfg.model, cfg.init.checkpoint, cfg.data.image_size, freeze=False).to(device)
     make = lambda splits, is_train: clip_dataset(cfg.data, splits, is_train)  # noqa: E731
     eval_set = make(cfg.data.eval_split, False)
     num_classes = len(eval_set.classes)

@@ -24,10 +24,10 @@ from pathlib import Path
 import torch
 
 from .. import distributed as dist_utils
+from ..checkpoints import resolve_checkpoint
 from ..engine import OptimConfig, train
 from ..progress import CSVLog
-from .common import (DataConfig, JobConfig, add_job_arguments, job_main, resolve_checkpoint, start_job,
-                     write_job_metrics)
+from .common import DataConfig, JobConfig, add_job_arguments, job_main, start_job, write_job_metrics
 
 KNN_COLUMNS = ["epoch", "step", "acc_audio", "acc_image", "acc_fusion", "acc_all"]
 KNN_COLUMNS_MULTILABEL = ["epoch", "step", *(f"{k}_{m}" for k in ("map", "auc")

@@ -27,7 +27,8 @@ from torch import nn
 
 from ..config import from_dict
 from ..engine import train
-from .common import add_job_arguments, build_task_encoder, eval_dataset, job_main, start_job, validate_model_section
+from ..models.registry import build_encoder
+from .common import add_job_arguments, eval_dataset, job_main, start_job, validate_model_section
 from .dense_prediction import DensePredictionConfig, eval_loader, finish_run, run_encoder, stack_examples
 
 LOSSES = ("mse", "binary_bce", "weighted_ratio_bce", "power_weighted_bce")
@@ -100,7 +101,7 @@ def build_separator(cfg: Config) -> nn.Module:
         from baselines.sound_of_pixels import SoPConfig, SoundOfPixels
 
         return SoundOfPixels(from_dict(SoPConfig, cfg.sop, prefix="sop"))
-    encoder = build_task_encoder(cfg.model, cfg.init, cfg.data.image_size, cfg.freeze_encoder)
+    encoder = build_encoder(cfg.model, cfg.init.checkpoint, cfg.data.image_size, cfg.freeze_encoder)
     return DeepAVFusionSeparator(encoder, cfg.decoder_width, cfg.freeze_encoder)
 
 
