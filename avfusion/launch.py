@@ -185,6 +185,9 @@ def make_executor(executor: str, folder: Path, resources: Resources, job_name: s
             ntasks_per_node=resources.ranks_per_node(),
             cpus_per_task=resources.cpus, mem=f"{int(round(resources.mem_gb * 1024))}M",
             signal_delay_s=resources.signal_delay_s,
+            # one rank that fails ends the job: without it the other ranks wait in their next collective
+            # until the time limit (found by the rehearsal: a 2-rank job hung 20 min after rank 0 failed)
+            srun_args=["--kill-on-bad-exit=1"],
         )
         if resources.partition:
             params["partition"] = resources.partition
@@ -272,7 +275,11 @@ def wait_slurm(job, poll_s: float = 2.0, grace_s: float = 20.0, first_s: float =
     deadline = time.time() + grace_s
     while time.time() < deadline and not _ended(slurm_state(job.job_id)):
         time.sleep(min(poll_s, 0.5))
-    return job.results()[0]  # rank 0's result (every rank's error is raised)
+    # rank 0's result; the error of every rank that wrote one is raised. Not job.results(): that waits
+    # for every rank's result file, and a rank that srun killed because another failed writes none
+    # (it waited forever: found by the rehearsal)
+    return [task.result() for task in (job.task(i) for i in range(job.num_tasks))
+            if task.paths.result_pickle.exists()][0]
 
 
 def _record(folder: Path, **info) -> None:

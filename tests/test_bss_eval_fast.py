@@ -114,11 +114,13 @@ def test_silent_source_is_an_error_naming_the_pair():
 
 def test_identical_references_match_mir_eval_least_squares_instead_of_failing():
     """Two sources that are the same signal (a pair of two copies of one clip, as the rehearsal's
-    MUSIC layout made; found by the rehearsal): the Gram system is singular, mir_eval solves it by
-    least squares, and so do we (the singular chunk goes to mir_eval) instead of raising LinAlgError."""
+    MUSIC layout made; found by the rehearsal): the Gram system is singular, or nearly so after rounding,
+    mir_eval solves it (LU, or least squares), and so do we (the chunk goes to mir_eval) instead of
+    raising LinAlgError (exact copies) or reporting SIR/SAR NaN (copies up to rounding)."""
     rng = np.random.default_rng(0)
-    refs = rng.standard_normal((2, 2, 4000))
+    refs = rng.standard_normal((3, 2, 4000))
     refs[1, 1] = refs[1, 0]                                   # pair 1: the same clip twice
+    refs[2, 1] = refs[2, 0] * (1 + 1e-9)                      # pair 2: the same up to rounding
     ests = refs + 0.3 * rng.standard_normal(refs.shape)
     got = np.stack(bss_eval_sources_batch(refs, ests, chunk_size=1), axis=1)   # (B, 3, S)
     want = mir_eval_sources(refs, ests)

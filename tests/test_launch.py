@@ -70,6 +70,18 @@ class ResumableRegression:
         return submitit.helpers.DelayedSubmission(ResumableRegression(self.out_dir, self.epochs, self.sleep_s))
 
 
+class RankZeroFails:
+    """A 2-rank job whose rank 0 fails at once while rank 1 waits (as a rank waits in a collective)."""
+
+    def __init__(self, wait_s: float):
+        self.wait_s = wait_s
+
+    def __call__(self) -> None:
+        if os.environ.get("SLURM_PROCID", "0") == "0":
+            raise ValueError("deliberate failure on rank 0")
+        time.sleep(self.wait_s)
+
+
 def _starts(out: Path) -> list[list[str]]:
     return [line.split() for line in (out / "starts.txt").read_text().splitlines()]
 
@@ -198,3 +210,17 @@ def test_second_launch_reattaches_to_the_running_slurm_job(tmp_path, slurm_clust
     assert f"re-attaching to SLURM job {job_id}" in capsys.readouterr().out
     assert len(slurm_cluster.squeue_all()) == before and len(_starts(tmp_path)) == 1
     assert _fitted(second) == _fitted(results[0])
+
+
+@pytest.mark.slurm
+def test_a_failing_rank_ends_the_whole_slurm_job(tmp_path, slurm_cluster, monkeypatch):
+    """Rank 0 of a 2-rank SLURM job fails: srun ends rank 1 too (--kill-on-bad-exit), the launch fails
+    within seconds instead of when the waiting rank reaches the time limit (rehearsal: 20 min lost)."""
+    monkeypatch.setenv("PYTHONPATH", str(TESTS))
+    t0 = time.perf_counter()
+    with pytest.raises(Exception, match="deliberate failure on rank 0"):
+        launch(RankZeroFails(wait_s=240), tmp_path, executor="slurm", poll_s=0.5, job_name="avf-test-rankfail",
+               resources=Resources(time_min=5, mem_gb=1, tasks_per_node=2))
+    assert time.perf_counter() - t0 < 120
+    job_id = read_json(tmp_path / "submitit" / "launch.json")["job_id"]
+    assert {j["job_id"]: j for j in slurm_cluster.squeue_all()}[job_id]["state"] == "FAILED"

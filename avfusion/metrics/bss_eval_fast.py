@@ -132,19 +132,22 @@ def _chunk_metrics(refs: torch.Tensor, ests: torch.Tensor, energy_est: torch.Ten
 
 
 def _chunk_or_mir_eval(refs: torch.Tensor, ests: torch.Tensor, energy_est: torch.Tensor, flen: int, solver: str):
-    """_chunk_metrics; where a chunk's Gram system is singular (two references that are the same
-    signal, or delayed copies of one another), mir_eval itself, which falls back to least squares
-    there (mir_eval.separation._project): the same numbers as mir_eval in that case too."""
+    """_chunk_metrics; where a chunk's Gram system is singular or nearly so (two references that are
+    the same signal up to rounding, or delayed copies of one another: a zero pivot, or NaN from the
+    recursion), mir_eval itself, which LU-solves or falls back to least squares there
+    (mir_eval.separation._project): the same numbers as mir_eval in that case too."""
     try:
-        return _chunk_metrics(refs, ests, energy_est, flen, solver)
+        out = _chunk_metrics(refs, ests, energy_est, flen, solver)
+        if all(torch.isfinite(m).all() for m in out):
+            return out
     except np.linalg.LinAlgError:
-        if flen != FILTER_LENGTH:
-            raise
-        from mir_eval.separation import bss_eval_sources
+        pass
+    if flen != FILTER_LENGTH:
+        raise np.linalg.LinAlgError(f"singular BSS Eval system with filter_length {flen}: no mir_eval fallback")
+    from mir_eval.separation import bss_eval_sources
 
-        per_pair = [bss_eval_sources(r.numpy(), e.numpy(), compute_permutation=False)[:3]
-                    for r, e in zip(refs, ests)]
-        return tuple(torch.as_tensor(np.stack([m[k] for m in per_pair]), dtype=torch.float64) for k in range(3))
+    per_pair = [bss_eval_sources(r.numpy(), e.numpy(), compute_permutation=False)[:3] for r, e in zip(refs, ests)]
+    return tuple(torch.as_tensor(np.stack([m[k] for m in per_pair]), dtype=torch.float64) for k in range(3))
 
 
 def bss_eval_sources_batch(refs, ests, chunk_size: int = 4, filter_length: int = FILTER_LENGTH,
