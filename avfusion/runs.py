@@ -230,7 +230,19 @@ class Plan:
         return dataset
 
     def manifest_dir(self, dataset: str) -> str:
+        """The folder the jobs of `dataset` read: its manifest, or with `datasets.<name>.media: prepared`
+        the shards `avfusion data cache` made of it (`<dataset>-prepared`, rule cache_dataset)."""
+        media = self.config["datasets"].get(dataset, {}).get("media", "raw")
+        return self.source_manifest_dir(dataset) + ("-prepared" if media == "prepared" else "")
+
+    def source_manifest_dir(self, dataset: str) -> str:
+        """The folder make-tuxav / data prepare writes for `dataset` (its raw media)."""
         return f"{self.config['data_dir']}/{self.scale}/{dataset}"
+
+    def cache_arguments(self, dataset: str) -> str:
+        """`avfusion data cache` options of `datasets.<name>.cache` (workers default 1)."""
+        options = {"workers": 1, **self.config["datasets"][dataset].get("cache", {})}
+        return " ".join(f"--{key.replace('_', '-')} {int(value)}" for key, value in sorted(options.items()))
 
     def needs_unimodal_runs(self, name: str) -> bool:
         spec = self.variants[name]

@@ -178,3 +178,40 @@ def test_a_second_run_on_the_same_folder_is_refused_while_one_writes_it(tmp_path
     assert cache_manifest(src, out, short_side=SHORT)["prepared"] == 1
     with pytest.raises(ValueError, match="other settings"):
         cache_manifest(src, out, short_side=SHORT + 32)
+
+
+def test_task_configs_pass_frame_rule_short_side_and_media_to_the_datasets(tmp_path, clips):
+    """`data.frame_rule`, `data.decode_short_side` and `data.media` of a job config reach every Dataset the
+    task builds (validated by the config dataclass: a bad value names its key)."""
+    from avfusion.config import ConfigError, load_config
+    from avfusion.tasks import linprobe, pretrain, separation
+    from avfusion.tasks.common import clip_dataset, media_options
+
+    src, out = tmp_path / "raw", tmp_path / "prepared"
+    _manifest(src, clips)
+    base = {"model": {"preset": "deepavfusion-smoke"}, "data": {"manifest": str(src), "image_size": 112}}
+    cfg = load_config(linprobe.Config, base=base, overrides=["data.frame_rule=keyframe", "data.decode_short_side=128"])
+    ds = clip_dataset(cfg.data, "train", train=False)
+    assert (ds.media, ds.frame_rule, ds.decode_short_side) == ("raw", "keyframe", 128)
+    row = ds.rows[1]
+    t0, t1, centre = ds.window(row)
+    assert np.array_equal(ds.frame(row, t0, t1, centre), read_frame(clips[1], centre, rule="keyframe", short_side=128))
+    default = clip_dataset(load_config(linprobe.Config, base=base).data, "train", train=False)
+    assert (default.frame_rule, default.decode_short_side) == ("nearest", None)
+    assert np.array_equal(default.frame(row, t0, t1, centre), read_frame(clips[1], centre))
+    # the other tasks' sections accept the same keys
+    for module in (pretrain, separation):
+        sub = load_config(module.Config, base=base, overrides=["data.frame_rule=keyframe", "data.media=raw"])
+        assert media_options(sub.data) == {"media": "raw", "frame_rule": "keyframe", "decode_short_side": None}
+    with pytest.raises(ConfigError, match=r"data\.frame_rule"):
+        load_config(linprobe.Config, base=base, overrides=["data.frame_rule=random"])
+    with pytest.raises(ConfigError, match=r"data\.decode_short_side.*below data\.image_size 112"):
+        load_config(linprobe.Config, base=base, overrides=["data.decode_short_side=64"])
+    with pytest.raises(ConfigError, match=r"data\.media"):
+        load_config(linprobe.Config, base=base, overrides=["data.media=jpeg"])
+    # media: prepared on a raw folder says what to run; auto finds the shards of a cache folder
+    with pytest.raises(FileNotFoundError, match="avfusion data cache"):
+        clip_dataset(load_config(linprobe.Config, base=base, overrides=["data.media=prepared"]).data, "train", False)
+    cache_manifest(src, out, short_side=128, clips_per_shard=2)
+    cached = load_config(linprobe.Config, base=dict(base, data={"manifest": str(out), "image_size": 112}))
+    assert clip_dataset(cached.data, "train", train=False).media == "prepared"

@@ -4,6 +4,7 @@ configs, and refuses a bad config or profile value before any job starts, naming
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -319,3 +320,44 @@ def test_finished_run_stays_until_its_replacement_has_finished(tmp_path):
     assert (run / "launch.log").read_text() == "first run\n"   # the log Snakemake appended to
     assert len(list(run.parent.glob("x.next.replaced-*"))) == 1   # the failed attempt's folder (seed 1)
     assert not run.with_name("x.next").exists()
+
+def test_prepared_media_dataset_gets_a_cache_rule_and_its_jobs_read_the_shards(tmp_path, tuxav_smoke):
+    """`datasets.<d>.media: prepared` puts `avfusion data cache` (rule cache_dataset) between the dataset's
+    manifest and its jobs, which then read `<d>-prepared`; `datasets.<d>.cache` are its options (schema)."""
+    from avfusion.data.prepared import PreparedMedia
+    from avfusion.runs import Plan
+
+    user = tmp_path / "prepared.yaml"
+    user.write_text(yaml.safe_dump({"datasets": {"tuxav": {"source": "tuxav", "media": "prepared",
+                                                          "cache": {"workers": 2, "clips_per_shard": 16}}}}))
+    data, target = tmp_path / "data", f"{tmp_path}/runs/smoke/pretrain/mae_image/metrics.json"
+    common = ["--configfile", str(user), "--config", "scale=smoke", f"results={tmp_path}", f"data_dir={data}"]
+    out = snakemake("-n", "-p", "--cores", "2", *common, "--", target)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert job_counts(out.stdout) == {"make_tuxav": 1, "cache_dataset": 1, "pretrain": 1, "total": 3}
+    assert (f"avfusion data cache --manifest {data}/smoke/tuxav --out {data}/smoke/tuxav-prepared "
+            f"--clips-per-shard 16 --workers 2") in out.stdout
+    assert f"input: {data}/smoke/tuxav-prepared/manifest.csv" in out.stdout  # the pretraining reads the shards
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"datasets": {"tuxav": {"source": "tuxav", "media": "prepared",
+                                                         "cache": {"workers": 0}}}}))
+    out = snakemake("-n", "--cores", "1", "--configfile", str(bad), *common[2:], "--", target)
+    both = out.stdout + out.stderr
+    assert out.returncode == 1 and "Error validating config file" in both and "workers" in both, both[-2000:]
+
+    # the rule runs: the smoke benchmark's manifest is there, so only the cache is made
+    shutil.copytree(tuxav_smoke, data / "smoke" / "tuxav")
+    out = snakemake("--cores", "2", *common, "--", f"{data}/smoke/tuxav-prepared/manifest.csv")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "make_tuxav" not in out.stderr and "cache_dataset" in out.stderr
+    assert PreparedMedia.exists(data / "smoke" / "tuxav-prepared")
+    report = json.loads((data / "smoke" / "tuxav-prepared" / "prepared" / "report.json").read_text())
+    assert (report["prepared"], report["unreadable"], report["shards"]) == (48, 0, 3)
+    config = yaml.safe_load((REPO / "workflow/config/default.yaml").read_text())
+    from snakemake.utils import update_config
+
+    update_config(config, yaml.safe_load((REPO / "workflow/config/scales/smoke.yaml").read_text()))
+    update_config(config, {"scale": "smoke", "data_dir": str(data), "results": str(tmp_path),
+                           "experiments": str(REPO / "workflow/config/experiments.yaml"),
+                           **yaml.safe_load(user.read_text())})
+    assert Plan(config).job_config("pretrain", "mae_image")["data"]["manifest"] == f"{data}/smoke/tuxav-prepared"

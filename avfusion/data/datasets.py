@@ -93,6 +93,9 @@ class _ManifestClips(Dataset):
         if frame_rule not in FRAME_RULES:
             raise ValueError(f"frame rule {frame_rule!r}: choose from {FRAME_RULES}")
         self.media, self.frame_rule, self.decode_short_side = media, frame_rule, decode_short_side
+        if media == "prepared" and not PreparedMedia.exists(self.manifest_dir):
+            raise FileNotFoundError(f"{self.manifest_dir}: media 'prepared' but no prepared/meta.json here; run "
+                                    f"`avfusion data cache --manifest <raw folder> --out {self.manifest_dir}` first")
         self.prepared = PreparedMedia(self.manifest_dir) if media == "prepared" else None
         self.rows = read_manifest(self.manifest_dir / "manifest.csv", split)
         if not self.rows:

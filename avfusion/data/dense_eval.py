@@ -55,8 +55,9 @@ class DenseClipDataset(AVClipDataset):
     `window_id (n,)` long, `label`, `index`, `short_span`, `short_clip` (0/1 long)."""
 
     def __init__(self, manifest_dir, split: str, image_size: int, multilabel: bool = False,
-                 n_clips: int = 10, span_s: float = 10.0, gain_db: float = 0.0, gain_seed: int = 0):
-        super().__init__(manifest_dir, split, train=False, image_size=image_size, multilabel=multilabel)
+                 n_clips: int = 10, span_s: float = 10.0, gain_db: float = 0.0, gain_seed: int = 0, **media_options):
+        super().__init__(manifest_dir, split, train=False, image_size=image_size, multilabel=multilabel,
+                         **media_options)
         if n_clips < 1 or span_s < audio_lib.CLIP_SECONDS or gain_db < 0:
             raise ValueError(f"dense evaluation: n_clips {n_clips} must be >= 1, span_s {span_s} >= "
                              f"{audio_lib.CLIP_SECONDS}, gain_db {gain_db} >= 0")

@@ -68,6 +68,25 @@ class DataConfig:
     workers: int = 0
     cache_decoded: bool = False   # keep decoded clips (audio, frame, mel power) in memory: no epoch decodes
                                   # again (tiny scale; data/datasets.py "Decoded-clip memo")
+    media: Literal["auto", "raw", "prepared"] = "auto"   # auto: the shards of `avfusion data cache` when the
+                                  # manifest folder has them (README "Data loading speed"), else the raw files
+    frame_rule: Literal["nearest", "keyframe"] = "nearest"   # raw video: the frame nearest t, or the official
+                                  # rule (the keyframe at or before t; 3-5x cheaper to decode)
+    decode_short_side: int = 0    # raw video: the decoder scales sampled frames to this short side (0 = full size)
+
+    def validate(self) -> None:
+        if self.decode_short_side and self.decode_short_side < self.image_size:
+            raise ConfigError(f"config key 'data.decode_short_side': {self.decode_short_side} is below "
+                              f"data.image_size {self.image_size} (frames would be upscaled); use 0 (full size) "
+                              f"or at least {self.image_size}")
+        if self.decode_short_side < 0:
+            raise ConfigError(f"config key 'data.decode_short_side': {self.decode_short_side} < 0")
+
+
+def media_options(data: DataConfig) -> dict:
+    """The Dataset keyword arguments of `data.media`, `data.frame_rule`, `data.decode_short_side`."""
+    return {"media": None if data.media == "auto" else data.media, "frame_rule": data.frame_rule,
+            "decode_short_side": data.decode_short_side or None}
 
 
 @dataclass
@@ -135,7 +154,7 @@ def clip_dataset(data: ClassificationDataConfig, splits: str, train: bool):
     from ..data.datasets import AVClipDataset
 
     parts = [AVClipDataset(data.manifest, split, train=train, image_size=data.image_size,
-                           multilabel=data.multilabel) for split in splits.split("+")]
+                           multilabel=data.multilabel, **media_options(data)) for split in splits.split("+")]
     if len(parts) == 1:
         return parts[0]
     merged = ConcatDataset(parts)

@@ -46,7 +46,8 @@ from ..models.classifier import HEAD_NAMES, AVClassifier, check_heads
 from ..models.registry import build_encoder
 from ..progress import CSVLog
 from .common import (ClassificationDataConfig, JobConfig, add_job_arguments, clip_dataset,
-                     eval_dataset, job_main, predict, start_job, validate_model_section, write_job_metrics)
+                     eval_dataset, job_main, media_options, predict, start_job, validate_model_section,
+                     write_job_metrics)
 
 RECIPES = {
     "code": {"optim": {"optimizer": "adamw", "blr": 3e-4, "betas": [0.9, 0.999], "weight_decay": 0.05,
@@ -192,7 +193,7 @@ def dense_dataset(cfg: Config):
     d, splits = cfg.dense_eval, cfg.data.eval_split.split("+")
     return eval_dataset(lambda split: DenseClipDataset(
         cfg.data.manifest, split, cfg.data.image_size, cfg.data.multilabel, d.n_clips, d.span_s, d.gain_db,
-        gain_seed=cfg.seed * 100 + splits.index(split)), cfg.data.eval_split)
+        gain_seed=cfg.seed * 100 + splits.index(split), **media_options(cfg.data)), cfg.data.eval_split)
 
 
 def dense_evaluate(net, cfg: Config, device) -> dict:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..metrics.knn import MODALITIES, extract_features, knn_loo, knn_probe  # noqa: F401  (the probe's API)
 from ..models.registry import build_encoder
-from .common import DataConfig, JobConfig, add_job_arguments, job_main, start_job, write_job_metrics
+from .common import DataConfig, JobConfig, add_job_arguments, job_main, media_options, start_job, write_job_metrics
 
 
 @dataclass
@@ -39,7 +39,7 @@ def run(cfg: Config, out_dir: Path) -> dict:
     device = start_job(cfg)
     encoder = build_encoder(cfg.model, cfg.init.checkpoint, cfg.data.image_size, freeze=False).to(device)
     dataset = AVClipDataset(cfg.data.manifest, cfg.data.split, train=False, image_size=cfg.data.image_size,
-                            multilabel=cfg.data.multilabel)
+                            multilabel=cfg.data.multilabel, **media_options(cfg.data))
     stats = knn_probe(encoder, dataset, cfg.data.batch_size, device, cfg.data.workers)
     metrics = {f"knn_{k}": v for k, v in stats.items()}
     metrics["n_clips"] = len(dataset)

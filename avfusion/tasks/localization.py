@@ -26,7 +26,7 @@ from torch.utils.data import ConcatDataset, Dataset
 
 from ..data.manifest import split_labels
 from ..engine import train
-from .common import add_job_arguments, eval_dataset, job_main
+from .common import add_job_arguments, eval_dataset, job_main, media_options
 from .dense_prediction import (DensePredictionConfig, denormalize, eval_loader, finish_run, run_encoder,
                                stack_examples, start_dense_job)
 
@@ -166,8 +166,10 @@ def run(cfg: Config, out_dir: Path) -> dict:
     out_dir = Path(out_dir)
     t0, device, encoder = start_dense_job(cfg)
     model = AVLocalizer(encoder, cfg.freeze_encoder, cfg.projection)
-    train_set = LocalizationDataset(cfg.data.manifest, cfg.data.train_split, True, cfg.data.image_size)
-    eval_set = eval_dataset(lambda split: LocalizationDataset(cfg.data.manifest, split, False, cfg.data.image_size),
+    media = media_options(cfg.data)
+    train_set = LocalizationDataset(cfg.data.manifest, cfg.data.train_split, True, cfg.data.image_size, **media)
+    eval_set = eval_dataset(lambda split: LocalizationDataset(cfg.data.manifest, split, False, cfg.data.image_size,
+                                                              **media),
                             cfg.data.eval_split)
     # partners chosen before training, so a set without a second class fails at once
     shuffled_set = mismatched_audio_set(eval_set) if cfg.shuffled_audio else None

@@ -27,7 +27,7 @@ from .. import distributed as dist_utils
 from ..checkpoints import resolve_checkpoint
 from ..engine import OptimConfig, train
 from ..progress import CSVLog
-from .common import DataConfig, JobConfig, add_job_arguments, job_main, start_job, write_job_metrics
+from .common import DataConfig, JobConfig, add_job_arguments, job_main, media_options, start_job, write_job_metrics
 
 KNN_COLUMNS = ["epoch", "step", "acc_audio", "acc_image", "acc_fusion", "acc_all"]
 KNN_COLUMNS_MULTILABEL = ["epoch", "step", *(f"{k}_{m}" for k in ("map", "auc")
@@ -128,11 +128,13 @@ def run(cfg: Config, out_dir: Path) -> dict:
     if cfg.import_only:
         return import_run(model, cfg, out_dir, t0)
     ramp = ramp_prefixes(cfg)
-    train_set = AVClipDataset(cfg.data.manifest, cfg.data.split, train=True, image_size=cfg.data.image_size)
+    media = media_options(cfg.data)
+    train_set = AVClipDataset(cfg.data.manifest, cfg.data.split, train=True, image_size=cfg.data.image_size, **media)
     knn_set = None
     if cfg.knn.enabled:
         knn_set = AVClipDataset(cfg.knn.manifest or cfg.data.manifest, cfg.knn.split, train=False,
-                                image_size=cfg.data.image_size, multilabel=cfg.knn.multilabel)
+                                image_size=cfg.data.image_size, multilabel=cfg.knn.multilabel,
+                                **(dict(media, media=None) if cfg.knn.manifest else media))  # another folder: auto
     knn_path = out_dir / "knn.csv"
     columns = KNN_COLUMNS_MULTILABEL if cfg.knn.multilabel else KNN_COLUMNS
 

@@ -27,7 +27,7 @@ from torch import nn
 
 from ..config import ConfigError
 from ..engine import train
-from .common import add_job_arguments, eval_dataset, job_main
+from .common import add_job_arguments, eval_dataset, job_main, media_options
 from .dense_prediction import (DensePredictionConfig, denormalize, eval_loader, finish_run, run_encoder,
                                stack_examples, start_dense_job)
 
@@ -161,11 +161,13 @@ def run(cfg: Config, out_dir: Path) -> dict:
     t0, device, encoder = start_dense_job(cfg)
     model = AVSegmenter(encoder, cfg.num_classes, cfg.decoder_width, cfg.decoder_min_width, cfg.freeze_encoder)
     dataset_classes = 2 if cfg.num_classes == 1 else cfg.num_classes
-    train_set = SegmentationDataset(cfg.data.manifest, cfg.data.train_split, True, cfg.data.image_size, dataset_classes)
+    media = media_options(cfg.data)
+    train_set = SegmentationDataset(cfg.data.manifest, cfg.data.train_split, True, cfg.data.image_size, dataset_classes,
+                                    **media)
     if cfg.oversample > 1:  # official FolderVideoDataset oversampling: every clip k times per epoch
         train_set = torch.utils.data.ConcatDataset([train_set] * cfg.oversample)
     eval_set = eval_dataset(lambda split: SegmentationDataset(cfg.data.manifest, split, False, cfg.data.image_size,
-                                                              dataset_classes), cfg.data.eval_split)
+                                                              dataset_classes, **media), cfg.data.eval_split)
 
     def loss_fn(net, batch):
         return segmentation_loss(net(batch["image"], batch["audio"]), batch["mask"]), {}

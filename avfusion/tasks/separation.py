@@ -28,7 +28,7 @@ from torch import nn
 from ..config import from_dict
 from ..engine import train
 from ..models.registry import build_encoder
-from .common import add_job_arguments, eval_dataset, job_main, start_job, validate_model_section
+from .common import add_job_arguments, eval_dataset, job_main, media_options, start_job, validate_model_section
 from .dense_prediction import DensePredictionConfig, eval_loader, finish_run, run_encoder, stack_examples
 
 LOSSES = ("mse", "binary_bce", "weighted_ratio_bce", "power_weighted_bce")
@@ -174,9 +174,11 @@ def run(cfg: Config, out_dir: Path) -> dict:
     optim = cfg.optim
     if not hasattr(model, "encoder") and optim.layer_decay is not None:
         optim = replace(optim, layer_decay=None)  # no encoder: one lr for the whole model
-    train_set = MixtureDataset(cfg.data.manifest, cfg.data.train_split, train=True, image_size=cfg.data.image_size)
+    media = media_options(cfg.data)
+    train_set = MixtureDataset(cfg.data.manifest, cfg.data.train_split, train=True, image_size=cfg.data.image_size,
+                               **media)
     eval_set = eval_dataset(lambda split: MixtureDataset(cfg.data.manifest, split, train=False,
-                                                         image_size=cfg.data.image_size), cfg.data.eval_split)
+                                                         image_size=cfg.data.image_size, **media), cfg.data.eval_split)
 
     def loss_fn(net, batch):
         images, mix_audio, mix_wave, src_audio, other_audio, src_wave = per_source_batch(batch)

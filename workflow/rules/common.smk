@@ -62,6 +62,7 @@ PLAN = _planned(Plan)(config)
 _planned(PLAN.check)()
 SCALE, RESULTS, RUNS, VARIANTS, SEEDS = PLAN.scale, PLAN.results, PLAN.runs, PLAN.variants, PLAN.seeds
 variants_of, run_dir, manifest_dir, needs_unimodal_runs = PLAN.variants_of, PLAN.run_dir, PLAN.manifest_dir, PLAN.needs_unimodal_runs
+source_manifest_dir = PLAN.source_manifest_dir
 wildcard_regex, pretrain_regex, seed_folder, split_seed = PLAN.wildcard_regex, PLAN.pretrain_regex, PLAN.seed_folder, PLAN.split_seed
 shared_pretrain, pretrain_run, launch_args = PLAN.shared_pretrain, PLAN.pretrain_run, PLAN.launch_args
 released_checkpoint = _planned(PLAN.released_checkpoint)

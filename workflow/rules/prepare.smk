@@ -1,6 +1,7 @@
 # Manifests: the embedded tuxav benchmark (smoke, tiny) or an official layout (paper).
 TUXAV = [d for d, s in config["datasets"].items() if s["source"] == "tuxav"]
 PREPARED = [d for d, s in config["datasets"].items() if s["source"] == "prepare"]
+CACHED = [d for d, s in config["datasets"].items() if s.get("media") == "prepared"]
 
 
 if TUXAV:
@@ -9,7 +10,7 @@ if TUXAV:
         output: f"{config['data_dir']}/{SCALE}/{{dataset}}/manifest.csv"
         wildcard_constraints: dataset="|".join(TUXAV)
         log: f"{config['data_dir']}/{SCALE}/{{dataset}}.log"
-        params: out=lambda w: manifest_dir(w.dataset), seed=config["seed"], scale=SCALE
+        params: out=lambda w: source_manifest_dir(w.dataset), seed=config["seed"], scale=SCALE
         conda: "../../environment.yml"
         shell: "avfusion data make-tuxav --scale {params.scale} --seed {params.seed} --out {params.out} > {log} 2>&1"
 
@@ -21,8 +22,25 @@ if PREPARED:
         wildcard_constraints: dataset="|".join(PREPARED)
         log: f"{config['data_dir']}/{SCALE}/{{dataset}}.log"
         params:
-            out=lambda w: manifest_dir(w.dataset),
+            out=lambda w: source_manifest_dir(w.dataset),
             name=lambda w: config["datasets"][w.dataset]["name"],
             root=prepare_root,   # an empty root fails when the DAG is built, naming the key
         conda: "../../environment.yml"
         shell: "avfusion data prepare {params.name} --root {params.root:q} --out {params.out} > {log} 2>&1"
+
+
+if CACHED:
+    rule cache_dataset:
+        """avfusion data cache (datasets.<name>.media: prepared): every clip decoded once into shards that the
+        jobs read instead of the media files; resumable (finished shards are kept when a run is killed)."""
+        input: f"{config['data_dir']}/{SCALE}/{{dataset}}/manifest.csv"
+        output: f"{config['data_dir']}/{SCALE}/{{dataset}}-prepared/manifest.csv"
+        wildcard_constraints: dataset="|".join(CACHED)
+        log: f"{config['data_dir']}/{SCALE}/{{dataset}}-prepared.log"
+        threads: lambda w: int(config["datasets"][w.dataset].get("cache", {}).get("workers", 1))
+        params:
+            source=lambda w: source_manifest_dir(w.dataset),
+            out=lambda w: manifest_dir(w.dataset),
+            options=lambda w: PLAN.cache_arguments(w.dataset),
+        conda: "../../environment.yml"
+        shell: "avfusion data cache --manifest {params.source} --out {params.out} {params.options} > {log} 2>&1"
