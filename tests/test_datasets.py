@@ -375,3 +375,33 @@ def test_decoded_memo_gives_the_same_items_and_decodes_each_clip_once(smoke, mon
                         assert torch.equal(b[key], c[key])
     finally:
         DECODED.enable(False)
+
+
+def test_decoded_file_fills_the_memo_so_a_job_decodes_nothing(smoke, tmp_path, monkeypatch):
+    """`make-tuxav --decoded` (issue 15): decoded.pt holds every clip's eval decodes; a job with the memo
+    on reads them from it (memory-mapped) and gives the same eval items without decoding audio or a still
+    frame; a decoded.pt of another manifest.csv is ignored."""
+    from avfusion.data import datasets as ds_module
+    from avfusion.data.datasets import DECODED, write_decoded
+
+    root = tmp_path / "smoke"
+    shutil.copytree(smoke, root)
+    DECODED.enable(False)
+    raw = [ds[i] for ds in _datasets(root, "test", False).values() for i in range(4)]
+    assert write_decoded(root) == root / "decoded.pt"
+    calls = []
+    monkeypatch.setattr(ds_module, "read_audio", lambda *a, **k: calls.append(a) or media.read_audio(*a, **k))
+    try:
+        DECODED.enable(True)
+        got = [ds[i] for ds in _datasets(root, "test", False).values() for i in range(4)]
+        assert calls == []
+        for a, b in zip(raw, got):
+            for key in a:
+                torch.testing.assert_close(b[key], a[key], rtol=0, atol=0)
+        DECODED.enable(False)
+        (root / "manifest.csv").write_text((root / "manifest.csv").read_text() + "\n")   # another manifest
+        DECODED.enable(True)
+        _datasets(root, "test", False)["clip"][0]
+        assert calls, "a decoded.pt of another manifest.csv must not be used"
+    finally:
+        DECODED.enable(False)

@@ -55,6 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     make.add_argument("--seed", type=int, default=0)
     make.add_argument("--no-distractors", dest="distractors", action="store_false",
                       help="draw every scene without its silent objects (the sounding object alone)")
+    make.add_argument("--decoded", action="store_true",
+                      help="also write decoded.pt: every clip decoded once, read by jobs with data.cache_decoded")
     prep = sub.add_parser("prepare", help="parse a dataset in its official layout into a manifest",
                           description="Parse a dataset in its official layout into DIR/manifest.csv.",
                           epilog=datasets_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -101,6 +103,10 @@ def main(args: argparse.Namespace) -> int:
 
         t0 = time.perf_counter()
         summary = make_tuxav(args.out, args.scale, args.seed, distractors=args.distractors)
+        if args.decoded:
+            from .datasets import write_decoded
+
+            print(f"decoded clips -> {write_decoded(args.out)}")
         print(f"tuxav {args.scale} (seed {args.seed}) -> {args.out}: {summary['clips']} clips, "
               f"{len(summary['classes'])} classes, {summary['pairs']} pairs, "
               f"{time.perf_counter() - t0:.1f} s")

@@ -309,6 +309,7 @@ def make_tuxav(out: str | Path, scale: str = "tiny", seed: int = 0, asset_dir: P
         raise ValueError(f"unknown tuxav scale {scale!r}; choose from {sorted(SCALES)}")
     out = Path(out)
     (out / "manifest.csv").unlink(missing_ok=True)  # a half-regenerated folder never looks finished
+    (out / "decoded.pt").unlink(missing_ok=True)    # `make-tuxav --decoded` writes it again, after the manifest
     spec = SCALES[scale]
     plan = plan_clips(scale, seed)
     classes = list(CLASS_STAMPS)[:spec["classes"]]

@@ -12,7 +12,7 @@ if TUXAV:
         log: f"{config['data_dir']}/{SCALE}/{{dataset}}.log"
         params: out=lambda w: source_manifest_dir(w.dataset), seed=config["seed"], scale=SCALE
         conda: "../../environment.yml"
-        shell: "avfusion data make-tuxav --scale {params.scale} --seed {params.seed} --out {params.out} > {log} 2>&1"
+        shell: "avfusion data make-tuxav --scale {params.scale} --seed {params.seed} --out {params.out} --decoded > {log} 2>&1"
 
 
 if PREPARED:
