@@ -20,6 +20,11 @@ from avfusion.data.manifest import read_classes, read_manifest
 
 @pytest.fixture(scope="module")
 def media(testdata: Path) -> dict:
+    return media_files(testdata)
+
+
+def media_files(testdata: Path) -> dict:
+    """The real test media by kind (mp4 with audio, wav, png) and the official metadata folder."""
     demos = testdata / "deepavfusion" / "demos"
     return {"mp4": sorted((testdata / "clipsep_mixtures").glob("*/*/av.mp4")),  # 4.08 s, video + audio
             "wav": sorted(demos.glob("demo*_orig.wav")),                        # 3 s, 16 kHz
