@@ -77,8 +77,20 @@ def mel_power(wave: torch.Tensor) -> torch.Tensor:
     """Mel power spectrogram of all frames: `(..., T) -> (..., 128, 1 + T // 250)`."""
     spec = stft(wave)
     power = (spec * spec.conj()).real  # (..., 401, frames) |X|^2 (6x cheaper than abs().pow(2))
+    if power.ndim == 2 and power.device.type == "cpu" and power.dtype == torch.float32 and not power.requires_grad:
+        return _mel_filterbank_csr() @ power  # one clip (the data loaders): 128 x 401 with 790 non-zeros, 2.4x faster
     fb = _mel_filterbank(N_FREQS, N_MELS, SAMPLE_RATE, 0.0, SAMPLE_RATE / 2).to(power)
     return torch.matmul(power.transpose(-1, -2), fb).transpose(-1, -2)  # (..., 128, frames)
+
+
+@lru_cache(maxsize=1)
+def _mel_filterbank_csr() -> torch.Tensor:
+    """The (128, 401) mel filterbank as a sparse CSR matrix (each bin feeds at most 2 triangles)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "sparse CSR support is in beta state"
+        return _mel_filterbank(N_FREQS, N_MELS, SAMPLE_RATE, 0.0, SAMPLE_RATE / 2).T.contiguous().to_sparse_csr()
 
 
 def log_mel(wave: torch.Tensor) -> torch.Tensor:

@@ -5,8 +5,8 @@ reader) against the prepared form, train and eval transforms, 1..N DataLoader wo
 
 Items are `AVClipDataset` items at the paper's size (image 224, 3 s audio -> (1, 128, 192)), through
 a DataLoader (batch 32). Paths:
-  today             benchmarks/legacy_media.py, the readers before issue 16 (frame nearest t, every
-                    decoded frame converted to RGB, full size)
+  today             benchmarks/legacy_media.py, the code before issue 16: its readers (frame nearest t,
+                    every decoded frame converted to RGB, full size), float image transforms, log-mel
   raw               the new reader, default options (frame nearest t, full size: the same items)
   raw-s256          + decode_short_side=256 (the decoder scales the frame; eval resize 256 is a no-op)
   raw-keyframe      + frame_rule="keyframe" (the official rule: the keyframe at or before t), full size
@@ -53,14 +53,32 @@ BATCH = 32
 
 def _legacy_dataset(base):
     import legacy_media
+    import torch
 
     class TodayClipDataset(base):
-        """AVClipDataset reading through the frozen pre-issue-16 readers."""
+        """AVClipDataset reading through the frozen pre-issue-16 readers, image transforms and log-mel."""
 
         def waveform(self, row, t0, t1):
             from avfusion import audio as audio_lib
 
-            return audio_lib.pad_or_trim(legacy_media.read_audio(row.get("audio") or row["video"], t0, t1))
+            wave = legacy_media.read_audio(row.get("audio") or row["video"], t0, t1)
+            if not bool(torch.isfinite(wave).all()):
+                raise legacy_media.MediaError(f"{row['clip_id']}: non-finite audio")
+            return audio_lib.pad_or_trim(wave)
+
+        def audio_item(self, row, gain):
+            from avfusion import audio as audio_lib
+
+            t0, t1, centre = self.window(row)
+            wave = self.waveform(row, t0, t1)
+            if gain and self.train:
+                wave = audio_lib.random_gain(wave)
+            return legacy_media.legacy_log_mel(wave), t0, t1, centre
+
+        def image(self, frame):
+            if self.train:
+                return legacy_media.legacy_train_image(frame, self.image_size)
+            return legacy_media.legacy_eval_image(frame, self.image_size)
 
         def frame(self, row, t0, t1, centre, annotated=False):
             from avfusion.data.datasets import _uniform

@@ -253,3 +253,36 @@ def duration(path: str | Path) -> float:
     """Seconds of audio (or of the longest stream) in a media file."""
     info = probe(path)
     return info.audio_duration or info.duration
+
+
+# -- the item transforms before issue 16 (commit 9cd7d3d): float crop/resize of the whole frame, a normalize
+# that rebuilt its constants, |STFT|^2 through abs().pow(2)
+def legacy_normalize(image: torch.Tensor) -> torch.Tensor:
+    from avfusion.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    return (image - mean) / std
+
+
+def legacy_train_image(frame: np.ndarray, size: int) -> torch.Tensor:
+    from avfusion import transforms
+
+    (image,) = transforms._train_geometry([(transforms.to_tensor(frame), False)], size, None)
+    return legacy_normalize(image)
+
+
+def legacy_eval_image(frame: np.ndarray, size: int) -> torch.Tensor:
+    from avfusion import transforms
+
+    short = int(size / transforms.EVAL_CROP_FRACTION)
+    return legacy_normalize(transforms._eval_geometry(transforms.to_tensor(frame), size, short, nearest=False))
+
+
+def legacy_log_mel(wave: torch.Tensor) -> torch.Tensor:
+    from avfusion import audio
+
+    power = audio.stft(wave.float()).abs().pow(2.0)
+    fb = audio._mel_filterbank(audio.N_FREQS, audio.N_MELS, audio.SAMPLE_RATE, 0.0, audio.SAMPLE_RATE / 2).to(power)
+    mel = torch.matmul(power.transpose(-1, -2), fb).transpose(-1, -2)
+    return torch.log10(mel + audio.LOG_EPS)[..., :-1].unsqueeze(-3)

@@ -334,7 +334,8 @@ class PreparedMedia:
 
     def _image(self, shard: int, entry: dict, member: str) -> np.ndarray:
         offset, size = entry["members"][member]
-        with Image.open(io.BytesIO(self._read(shard, offset, size))) as img:
+        formats = ("JPEG",) if member.endswith(".jpg") else None  # kept frames: skip the format detection
+        with Image.open(io.BytesIO(self._read(shard, offset, size)), formats=formats) as img:
             return np.array(img if img.mode == "RGB" else img.convert("RGB"))  # (H, W, 3) uint8, writable
 
     def frame(self, clip_id: str, t: float | None = None) -> np.ndarray:
