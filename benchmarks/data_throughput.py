@@ -185,6 +185,7 @@ def main() -> int:
     parser.add_argument("--no-testdata-set", action="store_true", help="skip the as-shipped testdata clips")
     parser.add_argument("--tag", default=platform.node())
     parser.add_argument("--out", type=Path, default=HERE / "results" / "data_throughput.csv")
+    parser.add_argument("--paired-only", action="store_true", help="only the paired rows (no DataLoader rows)")
     parser.add_argument("--measure", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
@@ -235,8 +236,9 @@ def main() -> int:
             print(f"paired {transform:5s} {path:18s} {row['items_per_cpu_s']:8.2f} items/cpu-s "
                   f"(best of 3: {row['items_per_cpu_s_best']:.2f}) x today {row.get('x_today', '')} "
                   f"({row.get('x_today_best', '')}) (load {load:.1f}-{load_end:.1f})", flush=True)
-    plan = [("youtube-like", tr, w, args.paths) for tr in args.transforms for w in args.workers]
-    if "testdata" in dirs:
+    plan = [] if args.paired_only else [("youtube-like", tr, w, args.paths) for tr in args.transforms
+                                        for w in args.workers]
+    if "testdata" in dirs and not args.paired_only:
         plan.append(("testdata", "train", 1, [p for p in ("today", "raw", "raw-keyframe-s256", "prepared")
                                               if p in args.paths]))
     for clipset, transform, workers, paths in plan:
