@@ -77,8 +77,11 @@ def mel_power(wave: torch.Tensor) -> torch.Tensor:
     """Mel power spectrogram of all frames: `(..., T) -> (..., 128, 1 + T // 250)`."""
     spec = stft(wave)
     power = (spec * spec.conj()).real  # (..., 401, frames) |X|^2 (6x cheaper than abs().pow(2))
-    if power.ndim == 2 and power.device.type == "cpu" and power.dtype == torch.float32 and not power.requires_grad:
-        return _mel_filterbank_csr() @ power  # one clip (the data loaders): 128 x 401 with 790 non-zeros, 2.4x faster
+    if power.device.type == "cpu" and power.dtype == torch.float32 and not power.requires_grad:
+        # 128 x 401 with 790 non-zeros, 2.4x faster; one clip or a batch give the same numbers (column by column)
+        flat = power.movedim(-2, 0).reshape(N_FREQS, -1)  # (401, batch * frames)
+        mel = _mel_filterbank_csr() @ flat  # (128, batch * frames)
+        return mel.reshape(N_MELS, *power.shape[:-2], power.shape[-1]).movedim(0, -2)  # (..., 128, frames)
     fb = _mel_filterbank(N_FREQS, N_MELS, SAMPLE_RATE, 0.0, SAMPLE_RATE / 2).to(power)
     return torch.matmul(power.transpose(-1, -2), fb).transpose(-1, -2)  # (..., 128, frames)
 
