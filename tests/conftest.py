@@ -22,6 +22,23 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+# With pytest-xdist (make test: -n auto --dist loadgroup) each worker is its own session, so a session fixture would
+# be built once per worker. Tests that share an expensive one go to one worker: the test SLURM cluster (one set of
+# daemons; its teardown scancels every job) and the tiny benchmark with its AV-MAE pretraining (~2.5 CPU-min).
+XDIST_GROUPS = {"slurm": ("slurm_cluster",), "tiny": ("tuxav_tiny", "tuxav_tiny_solo", "pretrained_tiny")}
+
+
+def pytest_collection_modifyitems(config, items):
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        for group, fixtures in XDIST_GROUPS.items():
+            if names.intersection(fixtures):
+                item.add_marker(pytest.mark.xdist_group(group))
+                break
+
+
 def pytest_addoption(parser):
     parser.addoption("--learning-seed", type=int, default=0,
                      help="training seed of the learning tests (benchmarks/learning_margins.py runs several)")
