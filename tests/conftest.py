@@ -28,6 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 XDIST_GROUPS = {"slurm": ("slurm_cluster",), "tiny": ("tuxav_tiny", "tuxav_tiny_solo", "pretrained_tiny")}
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which turns the marks into group suffixes of the node ids
 def pytest_collection_modifyitems(config, items):
     if not config.pluginmanager.hasplugin("xdist"):
         return
