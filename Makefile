@@ -39,15 +39,14 @@ tiny: setup
 smoke: setup
 	PATH=$(abspath $(VENV))/bin:$$PATH snakemake --profile workflow/profiles/local --cores $(JOBS) --config scale=smoke -- all
 
-# -n auto: one pytest worker per core (pytest-xdist); --dist loadgroup keeps the tests that share the test SLURM
-# cluster or the tiny pretraining on one worker each (tests/conftest.py XDIST_GROUPS)
+# -n auto: one pytest worker per core (pytest-xdist); each worker builds the session fixtures it uses (tests/conftest.py)
 test: setup system
-	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m pytest -q -n auto --dist loadgroup
+	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m pytest -q -n auto
 
 # Without root or apt: the SLURM tests skip (they say why), tests needing ../shared/testdata skip
 # unless AVFUSION_TESTDATA points at the test media.
 test-nosystem: setup
-	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m pytest -q -n auto --dist loadgroup
+	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m pytest -q -n auto
 
 clean-results:
 	rm -rf results .snakemake

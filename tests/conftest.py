@@ -22,22 +22,10 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-# With pytest-xdist (make test: -n auto --dist loadgroup) each worker is its own session, so a session fixture would
-# be built once per worker. Tests that share an expensive one go to one worker: the test SLURM cluster (one set of
-# daemons; its teardown scancels every job) and the tiny benchmark with its AV-MAE pretraining (~2.5 CPU-min).
-XDIST_GROUPS = {"slurm": ("slurm_cluster",), "tiny": ("tuxav_tiny", "tuxav_tiny_solo", "pretrained_tiny")}
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which turns the marks into group suffixes of the node ids
-def pytest_collection_modifyitems(config, items):
-    if not config.pluginmanager.hasplugin("xdist"):
-        return
-    for item in items:
-        names = set(getattr(item, "fixturenames", ()))
-        for group, fixtures in XDIST_GROUPS.items():
-            if names.intersection(fixtures):
-                item.add_marker(pytest.mark.xdist_group(group))
-                break
+# make test runs pytest-xdist workers (-n auto); each worker is its own pytest session, so it builds the session
+# fixtures it needs itself: with 2 workers the tiny AV-MAE pretraining (~2.5 CPU-min) and the test SLURM cluster (its own
+# folder, ports and SLURM_CONF) may each exist twice. Keeping them on one worker with --dist loadgroup does not work
+# with pytest 9.2: xdist 3.8 marks the group by setting item._nodeid, which pytest 9 no longer reads.
 
 
 def pytest_addoption(parser):
