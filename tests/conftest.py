@@ -72,6 +72,20 @@ def _deterministic_torch(learning_seed):
     yield
 
 
+@pytest.fixture(scope="module")
+def single_thread():
+    """torch, BLAS and OpenMP on one thread for a module (2 shared cores: more threads only spin against each
+    other), restored afterwards. A module asks for it with `pytestmark = pytest.mark.usefixtures("single_thread")`."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def margin_check(request, learning_seed):
     """`margin_check(name, ours, floor, margin)`: assert ours > floor + margin. With AVFUSION_MARGIN_LOG set

@@ -5,7 +5,6 @@ import math
 
 import pytest
 import torch
-from threadpoolctl import threadpool_limits
 
 from avfusion.models.registry import build_encoder, build_pretrain_model
 from baselines.cavmae import CAVMAEEncoder, contrastive_loss
@@ -13,14 +12,7 @@ from baselines.cavmae import CAVMAEEncoder, contrastive_loss
 LOSS_DROP_MARGIN = 0.2   # first - last smoke loss; smallest over seeds 0-4: 0.420 (benchmarks/learning_margins.csv)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """torch/BLAS on one thread (2 shared cores: more threads only spin); restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tests/conftest.py
 
 
 def _smoke_batch(batch=4):

@@ -6,7 +6,6 @@ import pytest
 import soundfile as sf
 import torch
 from scipy.signal import resample_poly
-from threadpoolctl import threadpool_limits
 
 from avfusion.metrics.separation import bss_eval
 from baselines.classical_separation import Config, best_permutation_metrics, separate
@@ -19,14 +18,7 @@ from baselines.rpca import rpca
 N = 48000  # 3 s at 16 kHz, the project's clip length
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """BLAS/OpenMP/torch on one thread: the machine is shared, threads only spin against each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tests/conftest.py
 
 
 def _load_16k(path, n=N):

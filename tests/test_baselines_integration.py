@@ -7,20 +7,12 @@ import json
 
 import pytest
 import torch
-from threadpoolctl import threadpool_limits
 
 from avfusion.cli import main as cli_main
 from avfusion.models.registry import model_config
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """torch/BLAS on one thread (2 shared cores: more threads only spin); restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tests/conftest.py
 
 FAST = ["--set", "scale=smoke", "--set", "data.image_size=64", "--set", "optim.epochs=1",
         "--set", "optim.batch_size=8", "--set", "optim.max_steps_per_epoch=2"]

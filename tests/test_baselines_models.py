@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from threadpoolctl import threadpool_limits
 import torch.nn.functional as F
 
 from avfusion import audio as audio_lib
@@ -15,14 +14,7 @@ from avfusion.models.registry import model_config
 from avfusion.models.registry import build_encoder, build_pretrain_model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """torch/BLAS on one thread (2 shared cores: more threads only spin); restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tests/conftest.py
 
 # half the smallest gap over seeds 0-4 (loss drop 0.132, swap 0.207; benchmarks/learning_margins.csv)
 SOP_MARGINS = {"loss_drop": 0.06, "swap": 0.1}
