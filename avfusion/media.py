@@ -126,6 +126,17 @@ def _file_key(path: Path) -> tuple | None:
     return (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
 
 
+def _only(container, stream) -> None:
+    """Let the demuxer skip every stream but `stream` (None: read all again). The packets of the
+    kept stream are the same; the mp4 demuxer then neither reads nor copies the others' samples
+    (~15 % of an audio window's read on a 720p clip)."""
+    for other in container.streams:
+        other.discard = _DISCARD.default if stream is None or other.index == stream.index else _DISCARD.all
+
+
+_DISCARD = av.stream.Discard
+
+
 def _has_parameters(stream) -> bool:
     if stream.type == "video":
         return bool(stream.codec_context.width and stream.codec_context.height)
@@ -170,6 +181,7 @@ def _decode_audio(container, path: Path, t0: float, t1: float) -> tuple[np.ndarr
     whether decoding stopped at t1 (False: the stream ended first)."""
     stream = container.streams.audio[0]
     rate = stream.rate
+    _only(container, stream)
     seeked = t0 > _SEEK_AFTER_S
     if seeked:
         container.seek(int((t0 - 1.0) * av.time_base))
@@ -229,6 +241,7 @@ def _pyav_segment(path: Path, t0: float, t_end: float) -> tuple[np.ndarray, floa
         container.close()
         raise
     if container.streams.video:
+        _only(container, None)
         _HANDOFF.put(_file_key(path), container)  # for the item's read_frame (closed by the next read)
     else:
         container.close()
@@ -358,6 +371,7 @@ def read_frame(path: str | Path, t: float | None = None, rule: str = "nearest",
         if not container.streams.video:
             raise MediaError(f"{path}: no video stream")
         stream = container.streams.video[0]
+        _only(container, stream)
         fps = float(stream.average_rate) if stream.average_rate else 25.0
         try:
             best = None if t is None else _indexed_frame(container, stream, t, rule, threads)

@@ -2,6 +2,7 @@
 reader) against the prepared form, train and eval transforms, 1..N DataLoader workers.
 
     .venv/bin/python benchmarks/data_throughput.py --workers 1 2 --tag dev-vm   # ~15 min on 2 busy cores
+    .venv/bin/python benchmarks/data_throughput.py --paired-only --no-testdata-set  # paired + alone rows
 
 Items are `AVClipDataset` items at the paper's size (image 224, 3 s audio -> (1, 128, 192)), through
 a DataLoader (batch 32). Paths:
@@ -12,6 +13,8 @@ a DataLoader (batch 32). Paths:
   raw-keyframe      + frame_rule="keyframe" (the official rule: the keyframe at or before t), full size
   raw-keyframe-s256 + both
   prepared          `avfusion data cache --short-side 256` (the build is timed too)
+"alone" rows: the prepared path by itself in one process over 1300 items (no DataLoader, nothing
+interleaved: the paired rows leave it caches cooled by 720p decoding), items per CPU-second.
 "per core" is items per CPU-second of the whole loader (main process + workers, from getrusage),
 so the worker count changes it little; wall items/s is given beside. The headline ratios come
 from a paired run: every path on the same 39 items (same clips, same random draws), interleaved
@@ -135,6 +138,9 @@ def paired(spec: dict) -> dict:
     from avfusion.data.datasets import AVClipDataset
 
     torch.set_num_threads(1)
+    # the CPU generator only: the same draws as torch.manual_seed, without its 0.18 ms of CUDA/XPU/MTIA
+    # lazy-init bookkeeping (a stack trace each), which is no part of an item's cost
+    seed = torch.random.default_generator.manual_seed
     sets = {}
     for path in spec["paths"]:
         media, options = PATHS[path]
@@ -153,12 +159,38 @@ def paired(spec: dict) -> dict:
             for _ in range(spec.get("best_of", 1)):
                 t0 = time.process_time()
                 for _ in range(repeats):
-                    torch.manual_seed(1000 + k)
+                    seed(1000 + k)
                     ds[k % n_clips]
                 times.append((time.process_time() - t0) / repeats)
             cost[path] += sum(times) / len(times)
             best[path] += min(times)
     return {path: [cost[path] / spec["items"], best[path] / spec["items"]] for path in sets}
+
+
+def alone(spec: dict) -> dict:
+    """One path by itself in this process (no DataLoader, nothing interleaved): `items` items in a
+    random order over the clips (random windows and frames, train or eval transforms), CPU seconds
+    per item. The paired rows interleave the prepared path with 720p decoding, which leaves it cold
+    caches; this is the prepared path as a loader worker that reads only prepared shards runs it."""
+    import torch
+
+    from avfusion.data.datasets import AVClipDataset
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    media, options = PATHS[spec["path"]]
+    folder = spec["prepared_dir"] if media == "prepared" else spec["raw_dir"]
+    ds = AVClipDataset(folder, "train", train=spec["transform"] == "train", image_size=224,
+                       **dict(options, media="prepared" if media == "prepared" else "raw"))
+    for row in ds.rows:
+        ds.span(row)
+    order = (torch.randperm(len(ds) * (spec["items"] // len(ds) + 1))[: spec["items"]] % len(ds)).tolist()
+    for k in order[:len(ds)]:  # warm-up: imports, first opens, lazy tables
+        ds[k]
+    t0 = time.process_time()
+    for k in order:
+        ds[k]
+    return {"items": len(order), "cpu_s": round(time.process_time() - t0, 3)}
 
 
 def _load() -> float:
@@ -185,12 +217,13 @@ def main() -> int:
     parser.add_argument("--no-testdata-set", action="store_true", help="skip the as-shipped testdata clips")
     parser.add_argument("--tag", default=platform.node())
     parser.add_argument("--out", type=Path, default=HERE / "results" / "data_throughput.csv")
-    parser.add_argument("--paired-only", action="store_true", help="only the paired rows (no DataLoader rows)")
+    parser.add_argument("--paired-only", action="store_true", help="only the paired and alone rows (no DataLoader rows)")
     parser.add_argument("--measure", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
         spec = json.loads(args.measure)
-        print(json.dumps(paired(spec) if spec.get("paired") else measure(spec)))
+        kind = "paired" if spec.get("paired") else spec.get("kind", "measure")
+        print(json.dumps({"paired": paired, "alone": alone, "measure": measure}[kind](spec)))
         return 0
 
     from youtube_like_clips import make_clips
@@ -236,6 +269,22 @@ def main() -> int:
             print(f"paired {transform:5s} {path:18s} {row['items_per_cpu_s']:8.2f} items/cpu-s "
                   f"(best of 3: {row['items_per_cpu_s_best']:.2f}) x today {row.get('x_today', '')} "
                   f"({row.get('x_today_best', '')}) (load {load:.1f}-{load_end:.1f})", flush=True)
+    for transform in args.transforms:  # the prepared path by itself, in one process
+        if "prepared" not in args.paths:
+            continue
+        spec = {"kind": "alone", "path": "prepared", "transform": transform, "items": int(1300 * args.scale),
+                "raw_dir": str(dirs["youtube-like"][0]), "prepared_dir": str(dirs["youtube-like"][1])}
+        load = _load()
+        out = subprocess.run([sys.executable, __file__, "--measure", json.dumps(spec)], check=True,
+                             capture_output=True, text=True, cwd=REPO).stdout
+        result = json.loads(out.strip().splitlines()[-1])
+        load_end = _load()
+        row = {"clipset": "youtube-like", "path": "prepared", "transform": transform, "workers": "alone",
+               **result, "items_per_cpu_s": round(result["items"] / result["cpu_s"], 2),
+               "load_1min": round(load, 1), "load_1min_end": round(load_end, 1)}
+        rows.append(row)
+        print(f"alone  {transform:5s} prepared {row['items_per_cpu_s']:8.2f} items/cpu-s (load {load:.1f}-{load_end:.1f})",
+              flush=True)
     plan = [] if args.paired_only else [("youtube-like", tr, w, args.paths) for tr in args.transforms
                                         for w in args.workers]
     if "testdata" in dirs and not args.paired_only:
