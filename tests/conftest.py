@@ -13,7 +13,9 @@ each asserted margin is set (benchmarks/README.md).
 """
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import os
 from pathlib import Path
 
@@ -22,10 +24,11 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-# make test runs pytest-xdist workers (-n auto); each worker is its own pytest session, so it builds the session
-# fixtures it needs itself: with 2 workers the tiny AV-MAE pretraining (~2.5 CPU-min) and the test SLURM cluster (its own
-# folder, ports and SLURM_CONF) may each exist twice. Keeping them on one worker with --dist loadgroup does not work
-# with pytest 9.2: xdist 3.8 marks the group by setting item._nodeid, which pytest 9 no longer reads.
+# make test runs pytest-xdist workers (-n auto); each worker is its own pytest session. The expensive session
+# fixtures (tiny tuxav, the tiny AV-MAE pretraining) are built once per run in the workers' common base temp under a
+# file lock (_build_once); the test SLURM cluster is per worker (its own folder, ports and SLURM_CONF). Keeping tests
+# on one worker with --dist loadgroup does not work with pytest 9.2: xdist 3.8 marks the group by setting
+# item._nodeid, which pytest 9 no longer reads.
 
 
 def pytest_addoption(parser):
@@ -114,16 +117,6 @@ def margin_check(request, learning_seed):
     assert not failures, "; ".join(failures)
 
 
-@pytest.fixture(scope="session")
-def tuxav_smoke(tmp_path_factory) -> Path:
-    """The smoke tuxav benchmark (48 clips, 6 classes, data seed 0), generated once per session; read only."""
-    from avfusion.data.tuxav import make_tuxav
-
-    out = tmp_path_factory.mktemp("tuxav_session") / "smoke"
-    make_tuxav(out, "smoke", 0)
-    return out
-
-
 def _cache_dir() -> Path | None:
     """AVFUSION_TEST_CACHE: a folder that keeps the tiny benchmark and the tiny pretrainings between
     sessions (for measuring margins over seeds); delete it when tuxav or the model code changes."""
@@ -131,15 +124,52 @@ def _cache_dir() -> Path | None:
     return Path(cache) if cache else None
 
 
+@contextlib.contextmanager
+def _exclusive(lock_file: Path):
+    """Hold an exclusive lock on `lock_file` (fcntl; released when the block ends or the process dies)."""
+    with open(lock_file, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _build_once(tmp_path_factory, name: str, build, done_file: str, cacheable: bool = True) -> Path:
+    """The folder `name`, made by `build(folder)` once per test run, not once per pytest-xdist worker.
+
+    The folder lives in the workers' common base temp (their session's own base temp without xdist; in
+    AVFUSION_TEST_CACHE when set and `cacheable`); a file lock makes every other worker wait for the one that
+    builds it, and `done_file` inside it says it is complete (a build killed half-way is built again)."""
+    cache = _cache_dir() if cacheable else None
+    if cache:
+        root = cache
+    else:
+        base = tmp_path_factory.getbasetemp()
+        root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "built_once"
+    root.mkdir(parents=True, exist_ok=True)
+    out = root / name
+    with _exclusive(root / f"{name}.lock"):
+        if not (out / done_file).is_file():
+            build(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tuxav_smoke(tmp_path_factory) -> Path:
+    """The smoke tuxav benchmark (48 clips, 6 classes, data seed 0), generated once per test run; read only."""
+    from avfusion.data.tuxav import make_tuxav
+
+    return _build_once(tmp_path_factory, "smoke", lambda out: make_tuxav(out, "smoke", 0), "manifest.csv",
+                       cacheable=False)
+
+
 def _tiny_tuxav(tmp_path_factory, name: str, distractors: bool) -> Path:
     """Generate (or reuse from AVFUSION_TEST_CACHE) one tiny tuxav benchmark, data seed 0."""
     from avfusion.data.tuxav import make_tuxav
 
-    cache = _cache_dir()
-    out = cache / name if cache else tmp_path_factory.mktemp("tuxav_session") / name
-    if not (out / "manifest.csv").is_file():
-        make_tuxav(out, "tiny", 0, distractors=distractors)
-    return out
+    return _build_once(tmp_path_factory, name, lambda out: make_tuxav(out, "tiny", 0, distractors=distractors),
+                       "manifest.csv")
 
 
 @pytest.fixture(scope="session")
@@ -170,11 +200,10 @@ def pretrained_tiny(tuxav_tiny, learning_seed, tmp_path_factory) -> Path:
     from avfusion.tasks.common import load_job_config
 
     torch.set_num_threads(1)
-    cache = _cache_dir()
-    out = cache / f"pre{learning_seed}" if cache else tmp_path_factory.mktemp("pretrained_tiny") / "pretrain"
-    if (out / "metrics.json").is_file():
-        return out
-    cfg = load_job_config(pretrain.Config, [], [f"data.manifest={tuxav_tiny}", f"seed={learning_seed}",
-                                                *TINY_PRETRAIN], pretrain.RECIPES)
-    pretrain.run(cfg, out)
-    return out
+
+    def build(out: Path) -> None:
+        cfg = load_job_config(pretrain.Config, [], [f"data.manifest={tuxav_tiny}", f"seed={learning_seed}",
+                                                    *TINY_PRETRAIN], pretrain.RECIPES)
+        pretrain.run(cfg, out)
+
+    return _build_once(tmp_path_factory, f"pre{learning_seed}", build, "metrics.json")
