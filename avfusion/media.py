@@ -464,8 +464,8 @@ def _indexed_frame(container, stream, t: float, rule: str, threads: int = 1):
     if skip:
         try:  # also skip the reference B-frames that the chosen frame provably does not need
             plan = h264.skip_plan(ctx.extradata, packets, chosen)
-        except h264.Unsupported:
-            plan = None
+        except Exception:  # noqa: BLE001 - Unsupported, or headers it cannot parse (a damaged file):
+            plan = None  # decode every reference frame, as without the plan (errors then surface there)
     found = None
     for i, packet in enumerate(packets[:chosen + 1]):
         ctx.skip_frame = plan[i] if plan else "NONREF" if skip and i != chosen else "DEFAULT"
