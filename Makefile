@@ -39,7 +39,7 @@ tiny: setup
 smoke: setup
 	PATH=$(abspath $(VENV))/bin:$$PATH snakemake --profile workflow/profiles/local --cores $(JOBS) --config scale=smoke -- all
 
-# -n auto: one pytest worker per core (pytest-xdist); each worker builds the session fixtures it uses (tests/conftest.py)
+# -n auto: one pytest worker per core (pytest-xdist); the tiny benchmark and pretraining are built once per run under a file lock, the test SLURM cluster once per worker (tests/conftest.py)
 test: setup system
 	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m pytest -q -n auto
 
