@@ -315,8 +315,8 @@ def _lists(frame: dict, info: dict, dpb: list) -> tuple:
         if sl["kind"] == _P:
             inits = [recent]
         elif sl["kind"] == _B:
-            l0 = _add_sorted(recent, pocs, cur_poc, True) + _add_sorted(recent, pocs, cur_poc, False)
-            l1 = _add_sorted(recent, pocs, cur_poc, False) + _add_sorted(recent, pocs, cur_poc, True)
+            before, after = _add_sorted(recent, pocs, cur_poc, True), _add_sorted(recent, pocs, cur_poc, False)
+            l0, l1 = before + after, after + before
             if len(l1) > 1 and [info[j][2] for j in l0] == [info[j][2] for j in l1]:
                 l1[0], l1[1] = l1[1], l1[0]
             inits = [l0, l1]
@@ -432,7 +432,17 @@ def skip_plan(extradata: bytes | None, packets, chosen: int) -> list[str]:
     the I/P reference frames), replays FFmpeg with it and, while some exact frame would get other
     reference lists or another POC than in the full decode, also decodes the last skipped
     reference frame before that frame as a placeholder (typically the previous mini-GOP's B-ref,
-    whose stand-in would otherwise come first in a B-frame's POC-ordered list 0)."""
+    whose stand-in would otherwise come first in a B-frame's POC-ordered list 0). Headers it cannot
+    parse (a damaged file) raise Unsupported too, so a caller needs to handle only that."""
+    try:
+        return _plan(extradata, packets, chosen)
+    except Unsupported:
+        raise
+    except Exception as err:  # noqa: BLE001 - a header that breaks the parser: no plan, never a wrong frame
+        raise Unsupported(f"unparsable H.264 headers: {err!r}") from err
+
+
+def _plan(extradata: bytes | None, packets, chosen: int) -> list[str]:
     frames = _frames(extradata, packets[:chosen + 1], chosen)
     if not frames[0]["idr"]:
         raise Unsupported("the range does not start at an IDR")

@@ -126,15 +126,15 @@ def _file_key(path: Path) -> tuple | None:
     return (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
 
 
-def _only(container, stream) -> None:
-    """Let the demuxer skip every stream but `stream` (None: read all again). The packets of the
-    kept stream are the same; the mp4 demuxer then neither reads nor copies the others' samples
-    (~15 % of an audio window's read on a 720p clip)."""
-    for other in container.streams:
-        other.discard = _DISCARD.default if stream is None or other.index == stream.index else _DISCARD.all
-
-
 _DISCARD = av.stream.Discard
+
+
+def _only(container, stream) -> None:
+    """Let the demuxer skip every stream but `stream`. The packets of the kept stream are the same;
+    the mp4 demuxer then neither reads nor copies the others' samples (~15 % of an audio window's
+    read on a 720p clip). Each reader sets it for its own stream (a handed-off container too)."""
+    for other in container.streams:
+        other.discard = _DISCARD.default if other.index == stream.index else _DISCARD.all
 
 
 def _has_parameters(stream) -> bool:
@@ -241,7 +241,6 @@ def _pyav_segment(path: Path, t0: float, t_end: float) -> tuple[np.ndarray, floa
         container.close()
         raise
     if container.streams.video:
-        _only(container, None)
         _HANDOFF.put(_file_key(path), container)  # for the item's read_frame (closed by the next read)
     else:
         container.close()
@@ -464,8 +463,8 @@ def _indexed_frame(container, stream, t: float, rule: str, threads: int = 1):
     if skip:
         try:  # also skip the reference B-frames that the chosen frame provably does not need
             plan = h264.skip_plan(ctx.extradata, packets, chosen)
-        except Exception:  # noqa: BLE001 - Unsupported, or headers it cannot parse (a damaged file):
-            plan = None  # decode every reference frame, as without the plan (errors then surface there)
+        except h264.Unsupported:  # also headers it cannot parse (a damaged file): decode every reference
+            plan = None  # frame, as without the plan (errors then surface there)
     found = None
     for i, packet in enumerate(packets[:chosen + 1]):
         ctx.skip_frame = plan[i] if plan else "NONREF" if skip and i != chosen else "DEFAULT"
