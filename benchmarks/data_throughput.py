@@ -94,24 +94,37 @@ def _legacy_dataset(base):
     return TodayClipDataset
 
 
+def _dataset(path: str, spec: dict):
+    """The `AVClipDataset` of one benchmark path (`PATHS`) over the spec's raw or prepared folder, with
+    every clip's span probed once (outside any timing: every path needs them)."""
+    from avfusion.data.datasets import AVClipDataset
+
+    media, options = PATHS[path]
+    folder = spec["prepared_dir"] if media == "prepared" else spec["raw_dir"]
+    cls = _legacy_dataset(AVClipDataset) if media == "legacy" else AVClipDataset
+    ds = cls(folder, "train", train=spec["transform"] == "train", image_size=224,
+             **dict(options, media="prepared" if media == "prepared" else "raw"))
+    for row in ds.rows:
+        ds.span(row)
+    return ds
+
+
+def _random_order(n_clips: int, items: int) -> list[int]:
+    """`items` clip indices in a random order (every clip about equally often)."""
+    import torch
+
+    return (torch.randperm(n_clips * (items // n_clips + 1))[:items] % n_clips).tolist()
+
+
 def measure(spec: dict) -> dict:
     """One configuration, in this process: items through a DataLoader, CPU of all its processes."""
     import torch
     from torch.utils.data import DataLoader
 
-    from avfusion.data.datasets import AVClipDataset
-
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    media, options = PATHS[spec["path"]]
-    folder = spec["prepared_dir"] if media == "prepared" else spec["raw_dir"]
-    cls = _legacy_dataset(AVClipDataset) if media == "legacy" else AVClipDataset
-    kwargs = dict(options, media="prepared" if media == "prepared" else "raw")
-    ds = cls(folder, "train", train=spec["transform"] == "train", image_size=224, **kwargs)
-    for row in ds.rows:  # probe the spans once, outside the timing (both paths need them)
-        ds.span(row)
-    order = torch.randperm(len(ds) * (spec["items"] // len(ds) + 1))[: spec["items"]] % len(ds)
-    loader = DataLoader(ds, batch_size=BATCH, sampler=order.tolist(), num_workers=spec["workers"],
+    ds = _dataset(spec["path"], spec)
+    loader = DataLoader(ds, batch_size=BATCH, sampler=_random_order(len(ds), spec["items"]), num_workers=spec["workers"],
                         worker_init_fn=lambda _: torch.set_num_threads(1))
     r0s, r0c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
@@ -135,21 +148,11 @@ def paired(spec: dict) -> dict:
     minima / items]}."""
     import torch
 
-    from avfusion.data.datasets import AVClipDataset
-
     torch.set_num_threads(1)
     # the CPU generator only: the same draws as torch.manual_seed, without its 0.18 ms of CUDA/XPU/MTIA
     # lazy-init bookkeeping (a stack trace each), which is no part of an item's cost
     seed = torch.random.default_generator.manual_seed
-    sets = {}
-    for path in spec["paths"]:
-        media, options = PATHS[path]
-        folder = spec["prepared_dir"] if media == "prepared" else spec["raw_dir"]
-        cls = _legacy_dataset(AVClipDataset) if media == "legacy" else AVClipDataset
-        kwargs = dict(options, media="prepared" if media == "prepared" else "raw")
-        sets[path] = cls(folder, "train", train=spec["transform"] == "train", image_size=224, **kwargs)
-        for row in sets[path].rows:
-            sets[path].span(row)
+    sets = {path: _dataset(path, spec) for path in spec["paths"]}
     n_clips = len(next(iter(sets.values())))
     cost, best = {path: 0.0 for path in sets}, {path: 0.0 for path in sets}
     for k in range(spec["items"]):
@@ -174,23 +177,24 @@ def alone(spec: dict) -> dict:
     caches; this is the prepared path as a loader worker that reads only prepared shards runs it."""
     import torch
 
-    from avfusion.data.datasets import AVClipDataset
-
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    media, options = PATHS[spec["path"]]
-    folder = spec["prepared_dir"] if media == "prepared" else spec["raw_dir"]
-    ds = AVClipDataset(folder, "train", train=spec["transform"] == "train", image_size=224,
-                       **dict(options, media="prepared" if media == "prepared" else "raw"))
-    for row in ds.rows:
-        ds.span(row)
-    order = (torch.randperm(len(ds) * (spec["items"] // len(ds) + 1))[: spec["items"]] % len(ds)).tolist()
+    ds = _dataset(spec["path"], spec)
+    order = _random_order(len(ds), spec["items"])
     for k in order[:len(ds)]:  # warm-up: imports, first opens, lazy tables
         ds[k]
     t0 = time.process_time()
     for k in order:
         ds[k]
     return {"items": len(order), "cpu_s": round(time.process_time() - t0, 3)}
+
+
+def _in_subprocess(spec: dict) -> tuple[dict, float, float]:
+    """Run one measurement (`--measure spec`) in a fresh process: (its result, 1-min load before, after)."""
+    load = _load()
+    out = subprocess.run([sys.executable, __file__, "--measure", json.dumps(spec)], check=True,
+                         capture_output=True, text=True, cwd=REPO).stdout
+    return json.loads(out.strip().splitlines()[-1]), load, _load()
 
 
 def _load() -> float:
@@ -250,11 +254,7 @@ def main() -> int:
     for transform in args.transforms:  # the headline ratios: paired, interleaved, in one process
         spec = {"paired": True, "paths": args.paths, "transform": transform, "items": int(39 * args.scale),
                 "repeats": 5, "best_of": 3, "raw_dir": str(dirs["youtube-like"][0]), "prepared_dir": str(dirs["youtube-like"][1])}
-        load = _load()
-        out = subprocess.run([sys.executable, __file__, "--measure", json.dumps(spec)], check=True,
-                             capture_output=True, text=True, cwd=REPO).stdout
-        per_item = json.loads(out.strip().splitlines()[-1])
-        load_end = _load()
+        per_item, load, load_end = _in_subprocess(spec)
         for path, (seconds, least) in per_item.items():
             row = {"clipset": "youtube-like", "path": path, "transform": transform, "workers": "paired",
                    "items": spec["items"], "cpu_s": round(seconds * spec["items"], 3),
@@ -274,11 +274,7 @@ def main() -> int:
             continue
         spec = {"kind": "alone", "path": "prepared", "transform": transform, "items": int(1300 * args.scale),
                 "raw_dir": str(dirs["youtube-like"][0]), "prepared_dir": str(dirs["youtube-like"][1])}
-        load = _load()
-        out = subprocess.run([sys.executable, __file__, "--measure", json.dumps(spec)], check=True,
-                             capture_output=True, text=True, cwd=REPO).stdout
-        result = json.loads(out.strip().splitlines()[-1])
-        load_end = _load()
+        result, load, load_end = _in_subprocess(spec)
         row = {"clipset": "youtube-like", "path": "prepared", "transform": transform, "workers": "alone",
                **result, "items_per_cpu_s": round(result["items"] / result["cpu_s"], 2),
                "load_1min": round(load, 1), "load_1min_end": round(load_end, 1)}
@@ -296,10 +292,7 @@ def main() -> int:
             spec = {"path": path, "transform": transform, "workers": workers,
                     "items": max(8, int(ITEMS[path] * args.scale)),
                     "raw_dir": str(dirs[clipset][0]), "prepared_dir": str(dirs[clipset][1])}
-            load = _load()
-            out = subprocess.run([sys.executable, __file__, "--measure", json.dumps(spec)], check=True,
-                                 capture_output=True, text=True, cwd=REPO).stdout
-            result = json.loads(out.strip().splitlines()[-1])
+            result, load, _ = _in_subprocess(spec)
             row = {"clipset": clipset, "path": path, "transform": transform, "workers": workers, **result,
                    "items_per_s": round(result["items"] / result["wall_s"], 2),
                    "items_per_cpu_s": round(result["items"] / result["cpu_s"], 2), "load_1min": round(load, 1)}
