@@ -7,6 +7,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+import os
+import resource
 import subprocess
 import time
 from pathlib import Path
@@ -33,6 +35,32 @@ def file_hash(path: str | Path) -> str:
     return digest.hexdigest()[:12]
 
 
+def process_start_time() -> float | None:
+    """This process's start (Unix time) from /proc (Linux), or None where /proc is missing."""
+    try:
+        stat = Path("/proc/self/stat").read_text()
+        ticks = int(stat[stat.rindex(")") + 2:].split()[19])  # field 22, starttime, after "pid (comm) "
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+def process_usage() -> dict:
+    """CPU seconds of the process that writes metrics.json, from its start (imports included) to now:
+    getrusage of the process itself plus its waited-for children (user and sys), and its wall seconds.
+    A DAG's CPU is the sum of its jobs' `cpu_s` (each Snakemake job is one such process with the
+    debug executor; with local / slurm it is the rank-0 task process, not the launcher waiting for it)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    user, system = own.ru_utime + children.ru_utime, own.ru_stime + children.ru_stime
+    start = process_start_time()
+    return {"cpu_s": round(user + system, 3), "cpu_user_s": round(user, 3), "cpu_sys_s": round(system, 3),
+            "cpu_children_s": round(children.ru_utime + children.ru_stime, 3),
+            "process_wall_s": round(time.time() - start, 3) if start is not None else None,
+            "max_rss_mb": round(own.ru_maxrss / 1024, 1)}
+
+
 def provenance(cfg: Any = None, scale: str | None = None, seed: int | None = None,
                manifest: str | Path | None = None, wall_s: float | None = None, **extra) -> dict:
     out = {
@@ -45,6 +73,8 @@ def provenance(cfg: Any = None, scale: str | None = None, seed: int | None = Non
         "manifest_hash": file_hash(manifest) if manifest else None,
         "wall_s": wall_s,
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        # CPU-s and wall-s of the whole job process until now (start-up and imports included)
+        "usage": process_usage(),
     }
     from . import distributed as dist_utils
 
