@@ -86,6 +86,20 @@ def mel_power(wave: torch.Tensor) -> torch.Tensor:
     return torch.matmul(power.transpose(-1, -2), fb).transpose(-1, -2)  # (..., 128, frames)
 
 
+def frames_mel_power(frames: torch.Tensor) -> torch.Tensor:
+    """Mel power of STFT frames given as samples `(n, 800)` (each already cut and padded as `stft` would):
+    `(128, n)`, the same numbers as the matching columns of `mel_power` (same window multiply, real FFT,
+    |X|^2 and sparse mel projection, column by column)."""
+    n = frames.shape[0]
+    # + one dummy frame: the elementwise kernels' scalar tail (< 2 SIMD vectors) falls on it, so every real
+    # frame's |X|^2 goes through the vectorised path, as all but the last frame of `mel_power` do (the scalar
+    # complex product can differ in the last bit)
+    frames = torch.cat([frames, frames[-1:]])
+    spec = torch.fft.rfft(frames * _hann(N_FFT), dim=-1)  # (n + 1, 401)
+    power = (spec * spec.conj()).real[:n].T  # (401, n)
+    return _mel_filterbank_csr() @ power.contiguous()  # (128, n)
+
+
 @lru_cache(maxsize=1)
 def _mel_filterbank_csr() -> torch.Tensor:
     """The (128, 401) mel filterbank as a sparse CSR matrix (each bin feeds at most 2 triangles)."""
@@ -121,7 +135,11 @@ def pad_or_trim(wave: torch.Tensor, n: int = CLIP_SAMPLES) -> torch.Tensor:
 def random_gain(wave: torch.Tensor, low_db: float = -6.0, high_db: float = 6.0,
                 generator: torch.Generator | None = None) -> torch.Tensor:
     """Official `RandomVol`: gain ~ U(low, high) dB, then clamp to [-1, 1] (train only)."""
-    gain_db = draw_gain_db(low_db, high_db, generator)
+    return apply_gain(wave, draw_gain_db(low_db, high_db, generator))
+
+
+def apply_gain(wave: torch.Tensor, gain_db: float) -> torch.Tensor:
+    """`random_gain` with its draw given: wave * 10^(gain_db / 20), clamped to [-1, 1]."""
     return torch.clamp(wave * 10.0 ** (gain_db / 20.0), -1.0, 1.0)
 
 

@@ -101,20 +101,61 @@ def test_prepared_and_raw_give_the_same_audio_window_and_frame(tmp_path, clips):
                                rule="keyframe", short_side=SHORT)
             assert np.abs(fast.astype(int) - other).mean() > 4 * np.abs(fast.astype(int) - raw).mean()
 
-    # the Dataset reads the prepared folder by itself and gives the raw keyframe-rule items
+    # the Dataset reads the prepared folder by itself and gives the raw keyframe-rule items, the window's
+    # start on the hop grid (the prepared rule, PreparedMedia.snap): the raw Dataset is given the same rule
     for train in (False, True):
         torch.manual_seed(3)
         a = [AVClipDataset(out, "train", train=train, image_size=112)[k] for k in range(3)]
         torch.manual_seed(3)
         raw_set = AVClipDataset(src, "train", train=train, image_size=112, frame_rule="keyframe",
                                 decode_short_side=SHORT)
+        unsnapped = raw_set.window
+        raw_set.window = lambda row: (lambda t0, t1, c: (prepared.snap(row["clip_id"], t0),
+                                                         prepared.snap(row["clip_id"], t0) + 3.0, c))(*unsnapped(row))
         b = [raw_set[k] for k in range(3)]
         for x, y in zip(a, b):
-            assert torch.allclose(x["audio"], y["audio"], atol=1e-4)
+            if train:  # the gain on the power: float rounding apart (largest near the 1e-7 floor)
+                assert torch.allclose(x["audio"], y["audio"], atol=1e-2)
+                assert (x["audio"] - y["audio"]).abs().mean() < 1e-4
+            else:
+                assert torch.equal(x["audio"], y["audio"])
             assert (x["image"] - y["image"]).abs().mean() < 0.05
             assert x["label"] == y["label"]
     assert AVClipDataset(out, "train", False, 112).media == "prepared"
     assert AVClipDataset(out, "train", False, 112, media="raw").media == "raw"  # paths stay absolute
+
+
+def test_the_prepared_window_starts_on_the_hop_grid_and_its_log_mel_is_the_raw_one(tmp_path, clips):
+    """The prepared form's audio rule: a window inside the audio starts on the 250-sample hop grid of the
+    clip's 16 kHz audio (the nearest grid point, <= 7.8 ms from the raw start), and its log-mel, sliced from
+    the clip's stored mel power with the edge frames computed from the window's ends, is `log_mel` of the
+    raw path's samples for that window bit for bit; with the train gain, the frames the official clamp can
+    reach are computed from the clamped wave and the others are g^2 P (float rounding apart)."""
+    from avfusion.audio import HOP, apply_gain, log_mel
+
+    src, out = tmp_path / "raw", tmp_path / "prepared"
+    _manifest(src, clips)
+    cache_manifest(src, out, short_side=SHORT, clips_per_shard=3)
+    prepared = PreparedMedia(out)
+    generator = torch.Generator().manual_seed(0)
+    for i, path in enumerate(clips):
+        clip_id = f"c{i:02d}"
+        start = prepared.entry(clip_id)[1]["audio_start"]
+        for t0 in [0.0, 0.5 + 0.25 * i, 0.99] + (torch.rand(4, generator=generator) * 0.99).tolist():
+            snapped = prepared.snap(clip_id, t0)
+            assert abs(snapped - t0) <= HOP / 2 / 16000 + 1e-9
+            assert round((snapped - start) * 16000) % HOP == 0
+            wave = read_audio(path, snapped, snapped + 3.0)  # the raw path's samples of the snapped window
+            assert torch.equal(prepared.log_mel(clip_id, snapped, snapped + 3.0), log_mel(wave))
+            peak = float(wave.abs().max())
+            for gain_db in (-6.0, 2.5, 20 * np.log10(1.5 / peak)):  # the last one clips (|g x| > 1)
+                fast = prepared.log_mel(clip_id, snapped, snapped + 3.0, gain_db)
+                raw = log_mel(apply_gain(wave, gain_db))
+                assert (fast - raw).abs().max() < 1e-2 and (fast - raw).abs().mean() < 1e-4, (i, t0, gain_db)
+            naive = log_mel(wave * 1.5 / peak)  # the gain without the clamp: the clipped frames differ
+            assert (naive - raw).abs().max() > 0.05 > (fast - raw).abs().max()
+        # a window the raw path pads (past the audio's end) is not moved, and is computed from the wave
+        assert prepared.snap(clip_id, 1.5) == 1.5 and prepared.log_mel(clip_id, 1.5, 4.5) is None
 
 
 def test_a_corrupt_clip_is_counted_and_named_while_the_others_are_prepared(tmp_path, clips, capsys):

@@ -15,7 +15,8 @@ A clip that cannot be read, or whose audio window holds NaN/inf, raises MediaErr
 and the clip (never a random substitute).
 
 Media (README "Data loading speed"): `media=None` reads a folder made by `avfusion data cache` from
-its shards (`data/prepared.py`: frame rule "the kept frame at or before t", same audio samples) and
+its shards (`data/prepared.py`: frame rule "the kept frame at or before t", same audio samples, the
+window's start on the 250-sample hop grid so its log-mel is sliced from the clip's stored mel power) and
 any other folder raw; `media="raw"` forces the raw files. Raw options: `frame_rule` "nearest"
 (default, as above) or "keyframe" (the official rule: the keyframe at or before t), and
 `decode_short_side` (the decoder scales sampled video frames to that short side; default None =
@@ -224,6 +225,8 @@ class _ManifestClips(Dataset):
         else:
             centre = (start + end) / 2
         t0 = min(max(centre - half, start), max(end - 2 * half, start))  # clamp the window into the span
+        if self.prepared is not None:  # the prepared form's rule: the start on the hop grid (PreparedMedia.snap)
+            t0 = self.prepared.snap(row["clip_id"], t0)
         return t0, t0 + 2 * half, centre
 
     # -- reading ----------------------------------------------------------------------------
@@ -286,6 +289,13 @@ class _ManifestClips(Dataset):
         t0, t1, centre = self.window(row)
         if DECODED.enabled:
             return self._memo_log_mel(row, t0, t1, gain and self.train), t0, t1, centre
+        if self.prepared is not None:  # the window's log-mel sliced from the clip's stored mel power
+            gain_db = audio_lib.draw_gain_db() if gain and self.train else None
+            spec = self.prepared.log_mel(row["clip_id"], t0, t1, gain_db)
+            if spec is None:  # not on the hop grid, padded, or clipped by the gain: from the wave
+                wave = self.waveform(row, t0, t1)
+                spec = audio_lib.log_mel(wave if gain_db is None else audio_lib.apply_gain(wave, gain_db))
+            return spec, t0, t1, centre
         wave = self.waveform(row, t0, t1)
         if gain and self.train:
             wave = audio_lib.random_gain(wave)
