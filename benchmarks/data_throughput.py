@@ -33,6 +33,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -232,7 +233,7 @@ def main() -> int:
 
     from youtube_like_clips import make_clips
 
-    from avfusion.data.prepared import cache_manifest
+    from avfusion.data.prepared import FORMAT_VERSION, cache_manifest
 
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     load_start = _load()
@@ -243,8 +244,12 @@ def main() -> int:
     for name, videos in sets.items():
         raw = _manifest(args.work / f"{name}-raw", videos)
         t0 = time.perf_counter()
-        report = cache_manifest(raw, args.work / f"{name}-prepared", workers=max(args.workers), short_side=256,
-                                clips_per_shard=4)
+        prepared = args.work / f"{name}-prepared"
+        if (prepared / "prepared" / "meta.json").is_file() and \
+                json.loads((prepared / "prepared" / "meta.json").read_text()).get("format") != FORMAT_VERSION:
+            print(f"{prepared}: prepared by an older format: made again", flush=True)
+            shutil.rmtree(prepared)
+        report = cache_manifest(raw, prepared, workers=max(args.workers), short_side=256, clips_per_shard=4)
         print(f"{name}: prepared {report['prepared']} clips in {time.perf_counter() - t0:.1f} s "
               f"(kept {report['resumed_shards']} shards of an earlier run), unreadable {report['unreadable']}",
               flush=True)
