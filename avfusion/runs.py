@@ -314,7 +314,10 @@ class Plan:
                 else:
                     cfg["init"] = {"image": self.pretrain_run("mae_image", seed),
                                    "audio": self.pretrain_run("mae_audio", seed)}
-        elif task == "pretrain" and kind == "unimodal" and self.config["unimodal_init"]["image"]:
+        elif task == "pretrain" and kind == "unimodal" and not self.config["unimodal_init"]["image"]:
+            # our own unimodal inits (tiny/smoke): the scale's `unimodal_pretrain` overrides tasks.pretrain
+            cfg = deep_merge(cfg, self.config.get("unimodal_pretrain", {}))
+        elif task == "pretrain" and kind == "unimodal":
             # weight files given (paper scale): Table 3's MAE / AudioMAE rows are the public weights, imported
             from .models.registry import model_config
 

@@ -54,6 +54,21 @@ def test_plan_writes_each_seed_its_own_job_from_the_shared_unimodal_init():
     assert pre["init"] == {"image": "R/runs/tiny/pretrain/mae_image", "audio": "R/runs/tiny/pretrain/mae_audio"}
 
 
+def test_unimodal_pretrain_overrides_only_our_own_unimodal_inits():
+    config = _config("tiny", results="R")
+    plan = Plan(config)
+    base = config["tasks"]["pretrain"]["optim"]
+    init = plan.job_config("pretrain", "mae_audio")
+    assert init["optim"]["epochs"] == config["unimodal_pretrain"]["optim"]["epochs"] == 64
+    assert init["optim"]["batch_size"] == base["batch_size"] and init["optim"]["blr"] == base["blr"]
+    assert init["knn"]["every"] == 8 and init["knn"]["batch_size"] == config["tasks"]["pretrain"]["knn"]["batch_size"]
+    assert plan.job_config("pretrain", "mae_image")["optim"] == init["optim"]
+    assert plan.job_config("pretrain", "deepavfusion/seed0")["optim"] == base   # the AV-MAE stage keeps its budget
+    files = Plan(_config("tiny", results="R", unimodal_init={"image": "/w/mae.pth", "audio": "/w/audiomae.pth"}))
+    imported = files.job_config("pretrain", "mae_audio")   # weight files given: imported, not trained
+    assert imported["import_only"] and imported["optim"] == base
+
+
 @pytest.mark.parametrize("section", ["tasks", "resources", "task_datasets"])
 def test_a_task_key_that_is_not_a_task_is_named(section):
     value = {"cpus": 1} if section == "resources" else ({} if section == "tasks" else ["tuxav"])
