@@ -242,7 +242,8 @@ class Plan:
     def cache_arguments(self, dataset: str) -> str:
         """`avfusion data cache` options of `datasets.<name>.cache` (workers default 1)."""
         options = {"workers": 1, **self.config["datasets"][dataset].get("cache", {})}
-        return " ".join(f"--{key.replace('_', '-')} {int(value)}" for key, value in sorted(options.items()))
+        return " ".join(f"--{key.replace('_', '-')} {value if isinstance(value, str) else int(value)}"
+                        for key, value in sorted(options.items()))
 
     def needs_unimodal_runs(self, name: str) -> bool:
         spec = self.variants[name]

@@ -12,8 +12,10 @@ a DataLoader (batch 32). Paths:
   raw-s256          + decode_short_side=256 (the decoder scales the frame; eval resize 256 is a no-op)
   raw-keyframe      + frame_rule="keyframe" (the official rule: the keyframe at or before t), full size
   raw-keyframe-s256 + both
-  prepared          `avfusion data cache --short-side 256` (the build is timed too)
-"alone" rows: the prepared path by itself in one process over 1300 items (no DataLoader, nothing
+  prepared          `avfusion data cache --short-side 256` (the build is timed too): JPEG frames, the
+                    window's start on the hop grid and its log-mel sliced from the stored mel power
+  prepared-rgb      + `--frame-format raw`: the frames as uint8 arrays (no JPEG decoding; ~17x the bytes)
+"alone" rows: each prepared path by itself in one process over 1300 items (no DataLoader, nothing
 interleaved: the paired rows leave it caches cooled by 720p decoding), items per CPU-second.
 "per core" is items per CPU-second of the whole loader (main process + workers, from getrusage),
 so the worker count changes it little; wall items/s is given beside. The headline ratios come
@@ -50,8 +52,9 @@ PATHS = {  # name -> (media, dataset options); "today" uses the frozen readers
     "raw-keyframe": ("raw", {"frame_rule": "keyframe"}),
     "raw-keyframe-s256": ("raw", {"frame_rule": "keyframe", "decode_short_side": 256}),
     "prepared": ("prepared", {}),
+    "prepared-rgb": ("prepared-rgb", {}),
 }
-ITEMS = {"today": 64, "raw": 64, "raw-s256": 64, "raw-keyframe": 128, "raw-keyframe-s256": 192, "prepared": 1280}
+ITEMS = {"today": 64, "raw": 64, "raw-s256": 64, "raw-keyframe": 128, "raw-keyframe-s256": 192, "prepared": 1280, "prepared-rgb": 1280}
 BATCH = 32
 
 
@@ -101,10 +104,10 @@ def _dataset(path: str, spec: dict):
     from avfusion.data.datasets import AVClipDataset
 
     media, options = PATHS[path]
-    folder = spec["prepared_dir"] if media == "prepared" else spec["raw_dir"]
+    folder = {"prepared": spec["prepared_dir"], "prepared-rgb": spec.get("prepared_rgb_dir")}.get(media, spec["raw_dir"])
     cls = _legacy_dataset(AVClipDataset) if media == "legacy" else AVClipDataset
     ds = cls(folder, "train", train=spec["transform"] == "train", image_size=224,
-             **dict(options, media="prepared" if media == "prepared" else "raw"))
+             **dict(options, media="prepared" if media.startswith("prepared") else "raw"))
     for row in ds.rows:
         ds.span(row)
     return ds
@@ -243,22 +246,26 @@ def main() -> int:
     dirs = {}
     for name, videos in sets.items():
         raw = _manifest(args.work / f"{name}-raw", videos)
-        t0 = time.perf_counter()
-        prepared = args.work / f"{name}-prepared"
-        if (prepared / "prepared" / "meta.json").is_file() and \
-                json.loads((prepared / "prepared" / "meta.json").read_text()).get("format") != FORMAT_VERSION:
-            print(f"{prepared}: prepared by an older format: made again", flush=True)
-            shutil.rmtree(prepared)
-        report = cache_manifest(raw, prepared, workers=max(args.workers), short_side=256, clips_per_shard=4)
-        print(f"{name}: prepared {report['prepared']} clips in {time.perf_counter() - t0:.1f} s "
-              f"(kept {report['resumed_shards']} shards of an earlier run), unreadable {report['unreadable']}",
-              flush=True)
-        dirs[name] = (raw, args.work / f"{name}-prepared")
+        for suffix, frame_format in (("", "jpeg"), ("-rgb", "raw")):
+            t0 = time.perf_counter()
+            prepared = args.work / f"{name}-prepared{suffix}"
+            if (prepared / "prepared" / "meta.json").is_file() and \
+                    json.loads((prepared / "prepared" / "meta.json").read_text()).get("format") != FORMAT_VERSION:
+                print(f"{prepared}: prepared by an older format: made again", flush=True)
+                shutil.rmtree(prepared)
+            report = cache_manifest(raw, prepared, workers=max(args.workers), short_side=256, clips_per_shard=4,
+                                    frame_format=frame_format)
+            size = sum(f.stat().st_size for f in (prepared / "prepared").glob("shard-*.tar"))
+            print(f"{name}: prepared ({frame_format} frames) {report['prepared']} clips in "
+                  f"{time.perf_counter() - t0:.1f} s (kept {report['resumed_shards']} shards of an earlier run), "
+                  f"unreadable {report['unreadable']}, shards {size / 1e6:.1f} MB", flush=True)
+        dirs[name] = (raw, args.work / f"{name}-prepared", args.work / f"{name}-prepared-rgb")
 
     rows = []
     for transform in args.transforms:  # the headline ratios: paired, interleaved, in one process
         spec = {"paired": True, "paths": args.paths, "transform": transform, "items": int(39 * args.scale),
-                "repeats": 5, "best_of": 3, "raw_dir": str(dirs["youtube-like"][0]), "prepared_dir": str(dirs["youtube-like"][1])}
+                "repeats": 5, "best_of": 3, "raw_dir": str(dirs["youtube-like"][0]), "prepared_dir": str(dirs["youtube-like"][1]),
+                "prepared_rgb_dir": str(dirs["youtube-like"][2])}
         per_item, load, load_end = _in_subprocess(spec)
         for path, (seconds, least) in per_item.items():
             row = {"clipset": "youtube-like", "path": path, "transform": transform, "workers": "paired",
@@ -270,33 +277,35 @@ def main() -> int:
                 row["x_today_best"] = round(per_item["today"][1] / least, 2)
             if "raw" in per_item:
                 row["x_raw"] = round(per_item["raw"][0] / seconds, 2)
+                row["x_raw_best"] = round(per_item["raw"][1] / least, 2)
             rows.append(row)
             print(f"paired {transform:5s} {path:18s} {row['items_per_cpu_s']:8.2f} items/cpu-s "
                   f"(best of 3: {row['items_per_cpu_s_best']:.2f}) x today {row.get('x_today', '')} "
                   f"({row.get('x_today_best', '')}) (load {load:.1f}-{load_end:.1f})", flush=True)
-    for transform in args.transforms:  # the prepared path by itself, in one process
-        if "prepared" not in args.paths:
-            continue
-        spec = {"kind": "alone", "path": "prepared", "transform": transform, "items": int(1300 * args.scale),
-                "raw_dir": str(dirs["youtube-like"][0]), "prepared_dir": str(dirs["youtube-like"][1])}
-        result, load, load_end = _in_subprocess(spec)
-        row = {"clipset": "youtube-like", "path": "prepared", "transform": transform, "workers": "alone",
-               **result, "items_per_cpu_s": round(result["items"] / result["cpu_s"], 2),
-               "load_1min": round(load, 1), "load_1min_end": round(load_end, 1)}
-        rows.append(row)
-        print(f"alone  {transform:5s} prepared {row['items_per_cpu_s']:8.2f} items/cpu-s (load {load:.1f}-{load_end:.1f})",
-              flush=True)
+    for transform in args.transforms:  # each prepared path by itself, in one process
+        for path in [p for p in ("prepared", "prepared-rgb") if p in args.paths]:
+            spec = {"kind": "alone", "path": path, "transform": transform, "items": int(1300 * args.scale),
+                    "raw_dir": str(dirs["youtube-like"][0]), "prepared_dir": str(dirs["youtube-like"][1]),
+                    "prepared_rgb_dir": str(dirs["youtube-like"][2])}
+            result, load, load_end = _in_subprocess(spec)
+            row = {"clipset": "youtube-like", "path": path, "transform": transform, "workers": "alone",
+                   **result, "items_per_cpu_s": round(result["items"] / result["cpu_s"], 2),
+                   "load_1min": round(load, 1), "load_1min_end": round(load_end, 1)}
+            rows.append(row)
+            print(f"alone  {transform:5s} {path:12s} {row['items_per_cpu_s']:8.2f} items/cpu-s "
+                  f"(load {load:.1f}-{load_end:.1f})", flush=True)
     plan = [] if args.paired_only else [("youtube-like", tr, w, args.paths) for tr in args.transforms
                                         for w in args.workers]
     if "testdata" in dirs and not args.paired_only:
-        plan.append(("testdata", "train", 1, [p for p in ("today", "raw", "raw-keyframe-s256", "prepared")
+        plan.append(("testdata", "train", 1, [p for p in ("today", "raw", "raw-keyframe-s256", "prepared", "prepared-rgb")
                                               if p in args.paths]))
     for clipset, transform, workers, paths in plan:
         group = {}
         for path in paths:
             spec = {"path": path, "transform": transform, "workers": workers,
                     "items": max(8, int(ITEMS[path] * args.scale)),
-                    "raw_dir": str(dirs[clipset][0]), "prepared_dir": str(dirs[clipset][1])}
+                    "raw_dir": str(dirs[clipset][0]), "prepared_dir": str(dirs[clipset][1]),
+                    "prepared_rgb_dir": str(dirs[clipset][2])}
             result, load, _ = _in_subprocess(spec)
             row = {"clipset": clipset, "path": path, "transform": transform, "workers": workers, **result,
                    "items_per_s": round(result["items"] / result["wall_s"], 2),
@@ -319,7 +328,7 @@ def main() -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     columns = ["date", "tag", "cores", "cpu", "torch", "av", "clipset", "path", "transform", "workers", "items",
                "wall_s", "cpu_s", "items_per_s", "items_per_cpu_s", "items_per_cpu_s_best", "x_today",
-               "x_today_best", "x_raw", "load_1min", "load_1min_end"]
+               "x_today_best", "x_raw", "x_raw_best", "load_1min", "load_1min_end"]
     with open(args.out, "w", newline="") as fh:
         writer = csv.DictWriter(fh, columns)
         writer.writeheader()
@@ -327,16 +336,17 @@ def main() -> int:
             writer.writerow({c: {**meta, **row}.get(c, "") for c in columns})
     print(f"\n{meta}\n")
     print("| clips | transform | workers | path | items/s per core (best of 3) | items/s (wall) | x today (best) "
-          "| x raw | load |")
+          "| x raw (best) | load |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         wall = f"{r['items_per_s']:.1f}" if "items_per_s" in r else "-"
         per_core = f"{r['items_per_cpu_s']:.1f}" + (f" ({r['items_per_cpu_s_best']:.1f})" if "items_per_cpu_s_best" in r
                                                     else "")
         x_today = f"{r.get('x_today', '')}" + (f" ({r['x_today_best']})" if "x_today_best" in r else "")
+        x_raw = f"{r.get('x_raw', '')}" + (f" ({r['x_raw_best']})" if "x_raw_best" in r else "")
         load = f"{r['load_1min']}" + (f"-{r['load_1min_end']}" if "load_1min_end" in r else "")
         print(f"| {r['clipset']} | {r['transform']} | {r['workers']} | {r['path']} | {per_core} | "
-              f"{wall} | {x_today} | {r.get('x_raw', '')} | {load} |")
+              f"{wall} | {x_today} | {x_raw} | {load} |")
     return 0
 
 

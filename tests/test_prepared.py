@@ -158,6 +158,34 @@ def test_the_prepared_window_starts_on_the_hop_grid_and_its_log_mel_is_the_raw_o
         assert prepared.snap(clip_id, 1.5) == 1.5 and prepared.log_mel(clip_id, 1.5, 4.5) is None
 
 
+def test_raw_frames_are_the_decoders_pixels_and_give_the_jpeg_folders_items_otherwise(tmp_path, clips):
+    """`frame_format="raw"` keeps the kept frames as uint8 arrays: the raw path's pixels under the keyframe
+    rule exactly (these clips have a keyframe every 16 frames), the same audio and log-mel as the JPEG
+    folder, and image items within JPEG's few grey levels of the JPEG folder's."""
+    src = tmp_path / "raw"
+    _manifest(src, clips)
+    cache_manifest(src, tmp_path / "jpeg", short_side=SHORT, clips_per_shard=3)
+    cache_manifest(src, tmp_path / "rgb", short_side=SHORT, clips_per_shard=3, frame_format="raw")
+    rgb, jpeg = PreparedMedia(tmp_path / "rgb"), PreparedMedia(tmp_path / "jpeg")
+    for i, path in enumerate(clips):
+        for t in (0.0, 0.64, 1.9, 3.96):
+            frame = rgb.frame(f"c{i:02d}", t)
+            assert np.array_equal(frame, read_frame(path, t, rule="keyframe", short_side=SHORT))
+            assert frame.flags.writeable and np.abs(frame.astype(int) - jpeg.frame(f"c{i:02d}", t)).mean() < 4.0
+    frame_bytes = {name: sum(size for _, entry in media.clips.values() for member, (_, size) in entry["members"].items()
+                             if member.startswith("f")) for name, media in (("rgb", rgb), ("jpeg", jpeg))}
+    assert frame_bytes["rgb"] == 3 * 7 * SHORT * (SHORT * 4 // 3) * 3 > 5 * frame_bytes["jpeg"]  # 7 kept frames a clip
+    for train in (False, True):
+        items = []
+        for name in ("rgb", "jpeg"):
+            torch.manual_seed(5)
+            items.append([AVClipDataset(tmp_path / name, "train", train=train, image_size=112)[k] for k in range(3)])
+        for x, y in zip(*items):
+            assert torch.equal(x["audio"], y["audio"]) and (x["image"] - y["image"]).abs().mean() < 0.05
+    with pytest.raises(ValueError, match="frame format"):
+        cache_manifest(src, tmp_path / "other", frame_format="png")
+
+
 def test_a_corrupt_clip_is_counted_and_named_while_the_others_are_prepared(tmp_path, clips, capsys):
     corrupt = tmp_path / "corrupt.mp4"
     corrupt.write_bytes(clips[0].read_bytes()[:20000])  # moov at the end: the cut file cannot open

@@ -78,6 +78,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     cache.add_argument("--frame-stride", type=int, default=16,
                        help="keep every Nth frame (16: the official re-encode's keyframe interval)")
     cache.add_argument("--jpeg-quality", type=int, default=90)
+    cache.add_argument("--frame-format", choices=["jpeg", "raw"], default="jpeg",
+                       help="jpeg (default) or raw: uint8 RGB arrays, no decoding per item, ~17x the bytes")
     cache.add_argument("--clips-per-shard", type=int, default=64)
 
 
@@ -86,7 +88,7 @@ def _cache(args: argparse.Namespace) -> int:
 
     report = cache_manifest(args.manifest, args.out, workers=args.workers, short_side=args.short_side,
                             frame_stride=args.frame_stride, jpeg_quality=args.jpeg_quality,
-                            clips_per_shard=args.clips_per_shard)
+                            clips_per_shard=args.clips_per_shard, frame_format=args.frame_format)
     print(f"cache {args.manifest} -> {args.out}: prepared {report['prepared']} of {report['clips']} clips, "
           f"unreadable {report['unreadable']} (named in {args.out / 'prepared' / 'report.json'}); "
           f"{report['resumed_shards']} shards kept from an earlier run, {report['prepared_shards']} written")
