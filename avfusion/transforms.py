@@ -123,6 +123,19 @@ def _uint8_chw(frame: np.ndarray | torch.Tensor) -> torch.Tensor:
     return x.permute(2, 0, 1)
 
 
+def _rgbx(frame) -> torch.Tensor | None:
+    """`(4, H, W)` uint8 channels-last tensor of the `(H, W, 4)` array that `frame` is the RGB view of
+    (a prepared JPEG frame, `prepared._decode_jpeg_rgbx`), else None. torch's uint8 resize works on 4
+    channels natively (3 are padded to 4 and back), so the geometry runs on the 4 and channel 3 is dropped
+    after it: the same RGB numbers."""
+    base = frame.base if isinstance(frame, np.ndarray) else None
+    if (isinstance(base, np.ndarray) and base.dtype == np.uint8 and base.ndim == 3 and base.shape[2] == 4
+            and frame.shape == base.shape[:2] + (3,) and base.flags.c_contiguous and base.flags.writeable
+            and frame.ctypes.data == base.ctypes.data and frame.strides == base.strides):
+        return torch.from_numpy(base).permute(2, 0, 1)
+    return None
+
+
 def _float_image(x: torch.Tensor) -> torch.Tensor:
     return x.float().div_(255.0) if x.dtype == torch.uint8 else x
 
@@ -142,8 +155,10 @@ def eval_image(frame: np.ndarray, size: int, short: int | None = None) -> torch.
     in uint8 too): within 1 grey level of a float resize, and 4-8x cheaper on a 720p frame; only the
     crop is converted to float."""
     short = int(size / EVAL_CROP_FRACTION) if short is None else short
-    x = _uint8_chw(frame) if _is_uint8(frame) else to_tensor(frame)
-    return _normalized(_eval_geometry(x, size, short, nearest=False))
+    x = _rgbx(frame)
+    if x is None:
+        x = _uint8_chw(frame) if _is_uint8(frame) else to_tensor(frame)
+    return _normalized(_eval_geometry(x, size, short, nearest=False)[:3])
 
 
 def train_image(frame: np.ndarray, size: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -151,9 +166,11 @@ def train_image(frame: np.ndarray, size: int, generator: torch.Generator | None 
 
     A uint8 frame is cropped and resized in uint8, as `eval_image`; only the (size, size) result is
     converted to float."""
-    x = _uint8_chw(frame) if _is_uint8(frame) else to_tensor(frame)
+    x = _rgbx(frame)
+    if x is None:
+        x = _uint8_chw(frame) if _is_uint8(frame) else to_tensor(frame)
     (image,) = _train_geometry([(x, False)], size, generator)
-    return _normalized(image)
+    return _normalized(image[:3])
 
 
 def _is_uint8(frame) -> bool:

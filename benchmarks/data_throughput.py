@@ -236,7 +236,7 @@ def main() -> int:
 
     from youtube_like_clips import make_clips
 
-    from avfusion.data.prepared import FORMAT_VERSION, cache_manifest
+    from avfusion.data.prepared import cache_manifest
 
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     load_start = _load()
@@ -249,12 +249,13 @@ def main() -> int:
         for suffix, frame_format in (("", "jpeg"), ("-rgb", "raw")):
             t0 = time.perf_counter()
             prepared = args.work / f"{name}-prepared{suffix}"
-            if (prepared / "prepared" / "meta.json").is_file() and \
-                    json.loads((prepared / "prepared" / "meta.json").read_text()).get("format") != FORMAT_VERSION:
-                print(f"{prepared}: prepared by an older format: made again", flush=True)
+            options = dict(workers=max(args.workers), short_side=256, clips_per_shard=4, frame_format=frame_format)
+            try:
+                report = cache_manifest(raw, prepared, **options)
+            except ValueError as err:  # made by an older format or with other settings: make it again
+                print(f"{prepared}: {err}: made again", flush=True)
                 shutil.rmtree(prepared)
-            report = cache_manifest(raw, prepared, workers=max(args.workers), short_side=256, clips_per_shard=4,
-                                    frame_format=frame_format)
+                report = cache_manifest(raw, prepared, **options)
             size = sum(f.stat().st_size for f in (prepared / "prepared").glob("shard-*.tar"))
             print(f"{name}: prepared ({frame_format} frames) {report['prepared']} clips in "
                   f"{time.perf_counter() - t0:.1f} s (kept {report['resumed_shards']} shards of an earlier run), "

@@ -101,6 +101,21 @@ def test_prepared_and_raw_give_the_same_audio_window_and_frame(tmp_path, clips):
                                rule="keyframe", short_side=SHORT)
             assert np.abs(fast.astype(int) - other).mean() > 4 * np.abs(fast.astype(int) - raw).mean()
 
+    # the JPEG decoded straight into an RGBX array: Image.open's pixels; the transforms give the same numbers
+    from avfusion import transforms
+
+    for i in range(3):
+        shard, entry = prepared.entry(f"c{i:02d}")
+        for k in range(len(entry["frame_times"])):
+            fast = prepared.frame(f"c{i:02d}", entry["frame_times"][k], rgbx=True)
+            assert fast.base.shape[2] == 4 and transforms._rgbx(fast) is not None
+            plain = prepared._image(shard, entry, f"f{k:04d}.jpg")  # np.array(Image.open(...))
+            assert np.array_equal(fast, plain)
+            for seed in range(4):
+                image = [transforms.train_image(f, 112, torch.Generator().manual_seed(seed)) for f in (fast, plain)]
+                assert torch.equal(*image)
+            assert torch.equal(transforms.eval_image(fast, 112), transforms.eval_image(plain, 112))
+
     # the Dataset reads the prepared folder by itself and gives the raw keyframe-rule items, the window's
     # start on the hop grid (the prepared rule, PreparedMedia.snap): the raw Dataset is given the same rule
     for train in (False, True):

@@ -263,7 +263,7 @@ class _ManifestClips(Dataset):
         if self.prepared:
             if row.get("frame") or annotated:
                 return self.prepared.annotated_frame(row["clip_id"])
-            return self.prepared.frame(row["clip_id"], t)
+            return self.prepared.frame(row["clip_id"], t, rgbx=self.train)  # train: resized, RGBX costs nothing
         if row.get("frame"):
             return read_frame(row["frame"])
         if annotated:
