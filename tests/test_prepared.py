@@ -169,6 +169,8 @@ def test_the_prepared_window_starts_on_the_hop_grid_and_its_log_mel_is_the_raw_o
                 assert (fast - raw).abs().max() < 1e-2 and (fast - raw).abs().mean() < 1e-4, (i, t0, gain_db)
             naive = log_mel(wave * 1.5 / peak)  # the gain without the clamp: the clipped frames differ
             assert (naive - raw).abs().max() > 0.05 > (fast - raw).abs().max()
+            loud = 20 * np.log10(1000 / peak)  # the clamp reaches every frame: the window's own STFT, exactly
+            assert torch.equal(prepared.log_mel(clip_id, snapped, snapped + 3.0, loud), log_mel(apply_gain(wave, loud)))
         # a window the raw path pads (past the audio's end) is not moved, and is computed from the wave
         assert prepared.snap(clip_id, 1.5) == 1.5 and prepared.log_mel(clip_id, 1.5, 4.5) is None
 

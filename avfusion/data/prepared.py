@@ -341,7 +341,7 @@ def _decode_jpeg_rgbx(data: bytes, height: int, width: int) -> np.ndarray | None
     return image if done < 0 and error >= 0 else None
 
 
-_MOST_CLIPPED_FRAMES = 120  # above this many frames to recompute, the whole STFT of the window is cheaper
+_MOST_CLIPPED_FRAMES = 96  # more frames reached by the clamp: the whole window's STFT costs less
 _EDGE = 650  # samples of each window end that its reflect-padded STFT frames 0, 1 and 191 read
 
 
@@ -466,12 +466,13 @@ class PreparedMedia:
         if gain_db is not None:
             scale = 10.0 ** (gain_db / 20.0)
             peaks = np.frombuffer(self._read(shard, members["peak.f32"][0] + 4 * q, 4 * (size // hop)), dtype="<f4")
-            blocks = np.flatnonzero(peaks.astype(np.float64) * scale > 1.0)  # 250-sample blocks the clamp may touch
-            if blocks.size:  # frame k reads blocks k - 2 .. k + 1 (its reflect padding stays in them)
-                clipped = np.unique(np.clip(blocks[:, None] + np.arange(-1, 3), 0, audio_lib.N_FRAMES - 1))
-                if clipped.size > _MOST_CLIPPED_FRAMES:  # most of the window: every frame from the clamped wave
+            reached = np.zeros(audio_lib.N_FRAMES + 3, dtype=bool)  # [2 + b]: 250-sample block b the clamp may touch
+            reached[2:-1] = peaks.astype(np.float64) * scale > 1.0
+            if reached.any():  # frame k reads blocks k - 2 .. k + 1 (its reflect padding stays in them)
+                clipped = reached[:-3] | reached[1:-2] | reached[2:-1] | reached[3:]  # (192,) frames to recompute
+                if clipped.sum() > _MOST_CLIPPED_FRAMES:  # most frames: the window's whole STFT, as the raw path
                     wave = torch.frombuffer(bytearray(self._read(shard, audio + 4 * j0, 4 * size)), dtype=torch.float32)
-                    return audio_lib.log_mel(audio_lib.apply_gain(wave, gain_db))  # the raw path's computation
+                    return audio_lib.log_mel(audio_lib.apply_gain(wave, gain_db))
         ends = np.empty(2 * _EDGE, dtype=np.float32)  # the window's first and last _EDGE samples
         ends[:_EDGE] = np.frombuffer(self._read(shard, audio + 4 * j0, 4 * _EDGE), dtype="<f4")
         ends[_EDGE:] = np.frombuffer(self._read(shard, audio + 4 * (j1 - _EDGE), 4 * _EDGE), dtype="<f4")
@@ -484,12 +485,24 @@ class PreparedMedia:
         power[191] = edge_power[:, 2]
         if gain_db is not None:
             power.mul_(scale * scale)
-        if clipped is not None:  # those frames from the clamped wave, as the raw path computes them all
-            index = _frame_samples(clipped)  # (m, 800) window samples, reflect padding included
-            lo, hi = int(index.min()), int(index.max()) + 1
-            piece = np.frombuffer(self._read(shard, audio + 4 * (j0 + lo), 4 * (hi - lo)), dtype="<f4")
-            frames = audio_lib.apply_gain(torch.from_numpy(piece[index - lo]), gain_db)  # elementwise: as on the wave
-            power[torch.from_numpy(clipped)] = audio_lib.frames_mel_power(frames).T
+        if clipped is not None:  # frames from the clamped wave, as the raw path computes them all
+            wave = torch.frombuffer(bytearray(self._read(shard, audio + 4 * j0, 4 * size)), dtype=torch.float32)
+            gained = audio_lib.apply_gain(wave, gain_db)
+            inner = np.flatnonzero(clipped[2:-1])  # frames 2 + i, inside the window
+            if inner.size:  # frame k reads [250 k - 400, 250 k + 400): unfold from sample 100 gives k - 2
+                frames = gained[hop * 2 - audio_lib.N_FFT // 2:].unfold(0, audio_lib.N_FFT, hop)
+                if inner[-1] - inner[0] + 1 == inner.size:  # one run: a slice, no gather
+                    run = slice(int(inner[0]), int(inner[-1]) + 1)
+                    power[2 + run.start:2 + run.stop] = audio_lib.frames_mel_power(frames[run]).T
+                else:
+                    index = torch.from_numpy(inner)
+                    power[index + 2] = audio_lib.frames_mel_power(frames[index]).T
+            edges = [row for row, k in enumerate((0, 1, audio_lib.N_FRAMES - 1)) if clipped[k]]
+            if edges:  # frame 0, 1 or 191: the reflect-padded ones
+                ends = torch.cat([gained[:_EDGE], gained[size - _EDGE:]])
+                edge_power = audio_lib.frames_mel_power(ends[torch.from_numpy(_edge_index())])  # (128, 3)
+                for row in edges:
+                    power[(0, 1, audio_lib.N_FRAMES - 1)[row]] = edge_power[:, row]
         return torch.log10(power.add_(audio_lib.LOG_EPS)).T.contiguous().unsqueeze(0)  # (1, 128, 192)
 
     def _image(self, shard: int, entry: dict, member: str) -> np.ndarray:
