@@ -3,8 +3,9 @@
     .venv/bin/python benchmarks/tiny_dag_cost.py                 # results/ of this checkout, `all`
     .venv/bin/python benchmarks/tiny_dag_cost.py --results results --cores 2 --out benchmarks/results/tiny_dag_cost.csv
 
-CPU time does not depend on the load of a shared machine (wall time does): each heavy job's
-`benchmark.tsv` (Snakemake's `benchmark:`, psutil over the job's process tree) gives `cpu_time`.
+CPU time does not depend on the load of a shared machine (wall time does): each job's metrics.json
+gives its own CPU-s (provenance.usage.cpu_s); runs from before 2026-12-02 have only Snakemake's
+`benchmark.tsv` (`cpu_time`, an undercount: see job_cpu_s).
 The DAG's jobs come from a dry run of `all` (`snakemake -n --forceall`, nothing runs). A job that
 ran is counted at its own measurement; one that did not gets the mean of the measured jobs of the
 same task, for pretraining scaled by its model's step cost relative to deepavfusion's (one
@@ -82,6 +83,20 @@ def step_costs(variants: list[str]) -> dict[str, float]:
     return costs
 
 
+def job_cpu_s(path: Path) -> float | None:
+    """A job's CPU-s: metrics.json's provenance.usage.cpu_s (the job process's own getrusage, exact; runs
+    since 2026-12-02), else the last `cpu_time` of an older run's benchmark.tsv (psutil samples every 30 s
+    after the first 15 s, so it misses up to 30 CPU-s at the end of a job); None for an alias copy."""
+    import json
+
+    if path.name == "metrics.json":
+        prov = json.loads(path.read_text()).get("provenance", {})
+        usage = prov.get("usage") or {}
+        return None if prov.get("alias_of") or usage.get("cpu_s") is None else float(usage["cpu_s"])
+    rows = list(csv.DictReader(path.open(), delimiter="\t"))
+    return float(rows[-1]["cpu_time"]) if rows and rows[-1]["cpu_time"] not in ("", "NA") else None
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", default="results")
@@ -92,15 +107,18 @@ def main(argv=None) -> int:
     runs = REPO / args.results / "runs" / "tiny"
     jobs = planned_jobs(args.results, [*args.config])
     measured, by_task = {}, defaultdict(list)
-    for path in runs.rglob("benchmark.tsv"):
-        rows = list(csv.DictReader(path.open(), delimiter="\t"))
-        if rows:
-            rel = path.parent.relative_to(runs)
-            task, variant = rel.parts[0], "/".join(rel.parts[1:])
-            if variant.split("/")[0] in CLASSICAL:
-                task = "classical"
-            measured[(task, variant)] = float(rows[-1]["cpu_time"])
-            by_task[task].append((variant, float(rows[-1]["cpu_time"])))
+    for path in sorted(runs.rglob("metrics.json")) + sorted(runs.rglob("benchmark.tsv")):
+        cpu = job_cpu_s(path)
+        if cpu is None:
+            continue
+        rel = path.parent.relative_to(runs)
+        task, variant = rel.parts[0], "/".join(rel.parts[1:])
+        if variant.split("/")[0] in CLASSICAL:
+            task = "classical"
+        if (task, variant) in measured:   # metrics.json's own figure first
+            continue
+        measured[(task, variant)] = cpu
+        by_task[task].append((variant, cpu))
     names = sorted({v.split("/")[0].split("@")[0] for _, t, v in jobs if t == "pretrain"})
     steps = step_costs(names)
     ref = steps.get("deepavfusion")

@@ -7,7 +7,6 @@ rule classical_separation:
     output: update(f"{RUNS}/separation/{{variant}}/metrics.json")  # kept until the new run has finished (avfusion.jobconfig)
     wildcard_constraints: variant=wildcard_regex(variants_of("classical"))
     log: f"{RUNS}/separation/{{variant}}/launch.log"
-    benchmark: f"{RUNS}/separation/{{variant}}/benchmark.tsv"
     params: job=lambda w: job_shell("separation", w.variant, command="classical-separation")
     threads: job_threads("classical-separation")
     resources: **rule_resources("classical-separation")

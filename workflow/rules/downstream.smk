@@ -10,7 +10,6 @@ rule downstream:
         task="|".join(DOWNSTREAM_TASKS),
         variant=wildcard_regex(variants_of("avmae", "unimodal", "supervised", "released", "efficiency")),
     log: f"{RUNS}/{{task}}/{{variant}}/launch.log"
-    benchmark: f"{RUNS}/{{task}}/{{variant}}/benchmark.tsv"
     params: job=lambda w: job_shell(w.task, w.variant)
     threads: max(job_threads(t) for t in DOWNSTREAM_TASKS)
     resources:

@@ -9,7 +9,6 @@ rule pretrain:
     output: update(f"{RUNS}/pretrain/{{variant}}/metrics.json")  # kept until the new run has finished (avfusion.jobconfig)
     wildcard_constraints: variant=pretrain_regex()
     log: f"{RUNS}/pretrain/{{variant}}/launch.log"
-    benchmark: f"{RUNS}/pretrain/{{variant}}/benchmark.tsv"
     params: job=lambda w: job_shell("pretrain", w.variant)
     threads: job_threads("pretrain")
     resources: **rule_resources("pretrain")
