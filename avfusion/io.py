@@ -81,3 +81,23 @@ def read_json(path: str | Path) -> Any:
         raise FileNotFoundError(f"{path}: file not found") from None
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: invalid JSON: {err}") from None
+
+
+def exit_now(code: int) -> None:
+    """End this process with `code` once a job is done, without the interpreter's teardown.
+
+    Unloading torch and freeing every module's objects costs ~1 CPU-s per job process (measured on the
+    smoke efficiency job: 5.3 CPU-s in all, 4.3 when the job wrote metrics.json), ~200 CPU-s over the
+    tiny DAG's 203 jobs. Everything a job writes is closed before it returns (atomic writes, closed
+    CSV logs); the exit handlers (logging, tempfile, multiprocessing) still run and stdout / stderr
+    (the job's log) are flushed, then os._exit."""
+    import atexit
+    import sys
+
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError, AttributeError):
+            pass
+    os._exit(code)

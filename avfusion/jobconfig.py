@@ -86,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("config_json", help="the job's config as one JSON object")
     parser.add_argument("--log", default=None, help="Snakemake's log file of the job")
+    parser.add_argument("--warm", action="store_true",
+                        help="run the job in a child of the warm job server (avfusion/jobserver.py: torch imported "
+                             "once per DAG, not per job); only for --executor debug --cpus 1, else ignored")
     args = parser.parse_args(own)
     cfg = json.loads(args.config_json)
     if not isinstance(cfg, dict):
@@ -93,8 +96,24 @@ def main(argv: list[str] | None = None) -> int:
     if not launch_argv:
         write_job_config(args.run_dir, cfg)
         return 0
+    if args.warm and _one_process_one_core(launch_argv):
+        from .jobserver import run_warm
+
+        code = run_warm([a for a in own if a != "--warm"] + ["--", *launch_argv])
+        if code is not None:
+            return code
     return run_job(args.run_dir, cfg, launch_argv, args.log)
 
 
+def _one_process_one_core(launch_argv: list[str]) -> bool:
+    """True for launch arguments `--executor debug` (the job runs in this process) and `--cpus 1`."""
+    def value(flag: str, default: str) -> str:
+        return launch_argv[launch_argv.index(flag) + 1] if flag in launch_argv[:-1] else default
+
+    return value("--executor", "local") == "debug" and value("--cpus", "1") == "1"
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    from .io import exit_now
+
+    exit_now(int(main() or 0))  # without the interpreter's teardown (~1 CPU-s per job: avfusion.io.exit_now)

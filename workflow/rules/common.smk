@@ -3,6 +3,7 @@
 # configs checked by each task's Config, launch arguments, the checks) lives in avfusion/runs.py; this
 # file binds it to Snakemake: WorkflowError, the heavy rules' shell command, scheduler resources and
 # the input functions.
+import functools
 import shlex
 from pathlib import Path
 
@@ -78,6 +79,7 @@ def run_job(task, variant, cfg, log, command=None):
     return run_in_folder(run_dir(task, variant), cfg, shlex.split(launch_args(task, variant, command)), log)
 
 
+@functools.lru_cache(maxsize=None)  # the scheduler re-evaluates params of every ready job at each selection
 def job_shell(task, variant, command=None):
     """The heavy rules' shell command: avfusion.jobconfig writes <run>/job_config.yaml (a run folder of
     another config is moved aside; a finished run is rerun in <run>.next and replaced only once the
@@ -86,7 +88,8 @@ def job_shell(task, variant, command=None):
 
     folder = run_dir(task, variant)
     cfg = json.dumps(job_config(task, variant), separators=(",", ":"))
-    return (f"python -m avfusion.jobconfig {shlex.quote(folder)} {shlex.quote(cfg)} "
+    warm = " --warm" if config.get("job_server", True) else ""   # avfusion/jobserver.py (debug executor, 1 CPU)
+    return (f"python -m avfusion.jobconfig {shlex.quote(folder)} {shlex.quote(cfg)}{warm} "
             f"--log {shlex.quote(str(Path(folder, 'launch.log')))} -- {launch_args(task, variant, command)}")
 
 
