@@ -48,8 +48,14 @@ def resize(x: torch.Tensor, size: tuple[int, int], nearest: bool = False) -> tor
     if nearest:
         out = F.interpolate(x[None].float(), size=size, mode="nearest-exact")[0]
         return out.to(x.dtype)
-    # uint8 input: torch's uint8 kernel (as PIL: fixed-point weights, rounded to uint8)
+    # uint8 input: torch's uint8 kernel (as PIL: fixed-point weights, rounded to uint8); the kernel F.interpolate
+    # calls for these arguments, without its ~50 us of argument checks per call (same numbers)
+    if _BILINEAR_AA is not None:
+        return _BILINEAR_AA(x[None], tuple(size), False, None)[0]
     return F.interpolate(x[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
+
+
+_BILINEAR_AA = getattr(torch._C._nn, "_upsample_bilinear2d_aa", None)
 
 
 def short_side_size(height: int, width: int, short: int) -> tuple[int, int]:

@@ -479,10 +479,9 @@ class PreparedMedia:
         edge_power = audio_lib.frames_mel_power(torch.from_numpy(ends[_edge_index()]))  # (128, 3)
         inner = bytearray(self._read(shard, members["mel.f32"][0] + 4 * audio_lib.N_MELS * (q + 2),
                                      4 * audio_lib.N_MELS * 189))
-        power = torch.empty(audio_lib.N_FRAMES, audio_lib.N_MELS)  # (192, 128): frame 192 is dropped
-        power[:2] = edge_power[:, :2].T
-        power[2:191] = torch.frombuffer(inner, dtype=torch.float32).view(189, audio_lib.N_MELS)
-        power[191] = edge_power[:, 2]
+        edge_power = edge_power.T  # (3, 128)
+        power = torch.cat([edge_power[:2], torch.frombuffer(inner, dtype=torch.float32).view(189, audio_lib.N_MELS),
+                           edge_power[2:]])  # (192, 128): frame 192 is dropped
         if gain_db is not None:
             power.mul_(scale * scale)
         if clipped is not None:  # frames from the clamped wave, as the raw path computes them all
@@ -503,7 +502,7 @@ class PreparedMedia:
                 edge_power = audio_lib.frames_mel_power(ends[torch.from_numpy(_edge_index())])  # (128, 3)
                 for row in edges:
                     power[(0, 1, audio_lib.N_FRAMES - 1)[row]] = edge_power[:, row]
-        return torch.log10(power.add_(audio_lib.LOG_EPS)).T.contiguous().unsqueeze(0)  # (1, 128, 192)
+        return power.add_(audio_lib.LOG_EPS).log10_().T.contiguous().unsqueeze(0)  # (1, 128, 192)
 
     def _image(self, shard: int, entry: dict, member: str) -> np.ndarray:
         offset, size = entry["members"][member]
