@@ -467,7 +467,7 @@ class PreparedMedia:
             scale = 10.0 ** (gain_db / 20.0)
             peaks = np.frombuffer(self._read(shard, members["peak.f32"][0] + 4 * q, 4 * (size // hop)), dtype="<f4")
             reached = np.zeros(audio_lib.N_FRAMES + 3, dtype=bool)  # [2 + b]: 250-sample block b the clamp may touch
-            reached[2:-1] = peaks.astype(np.float64) * scale > 1.0
+            reached[2:-1] = peaks.astype(np.float64) * scale > 1.0 - 1e-6  # the margin covers float32(g) > g
             if reached.any():  # frame k reads blocks k - 2 .. k + 1 (its reflect padding stays in them)
                 clipped = reached[:-3] | reached[1:-2] | reached[2:-1] | reached[3:]  # (192,) frames to recompute
                 if clipped.sum() > _MOST_CLIPPED_FRAMES:  # most frames: the window's whole STFT, as the raw path
