@@ -16,7 +16,7 @@ process: ~600 CPU-s over the tiny DAG's 203 jobs, 5 minutes of its hour on 2 cor
   job process is gone (killed) stops itself. The job's run folder, log, resume and metrics.json are
   the job process's: nothing else changes (same numbers: each job seeds its own generators).
 - The child's CPU seconds (provenance.usage in metrics.json) start at the fork: the imports are
-  paid once by the server, which exits after IDLE_S without a job.
+  paid once by the server, which exits once no job of it has run for IDLE_S.
 Only jobs that run in one process on one core (`--executor debug --cpus 1`) use the server, and
 anything that fails on the way (no socket, a server that does not start) runs the job in the job
 process itself, as before.
@@ -41,7 +41,7 @@ from pathlib import Path
 # imported once by the server; never avfusion's own modules (a child imports those from the tree)
 PRELOAD = ("torch", "torch._dynamo", "torch.nn.functional", "torch.utils.data", "numpy", "scipy.signal",
            "scipy.optimize", "scipy.stats", "yaml", "submitit", "PIL.Image", "av")
-IDLE_S = 60.0          # the server exits after this long without a job
+IDLE_S = 60.0          # the server exits once no job has run for this long
 START_TIMEOUT_S = 120.0
 # environment variables that differ between job processes of one run and do not matter to a job
 VOLATILE_ENV = ("PWD", "OLDPWD", "_", "SHLVL")
@@ -228,6 +228,16 @@ def _child(conn: socket.socket, request: dict, fds: list[int]) -> None:
     os._exit(code)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)   # children are reaped by the kernel (SIGCHLD ignored): a finished one is gone
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
 def serve(path: Path, idle_s: float = IDLE_S) -> None:
     """Preload, listen on `path`, fork one child per job; exit after `idle_s` without a job."""
     os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"   # the only jobs served: --cpus 1
@@ -243,13 +253,21 @@ def serve(path: Path, idle_s: float = IDLE_S) -> None:
     listener.listen(64)
     inode = os.stat(tmp).st_ino
     os.replace(tmp, path)                            # connectable = warm
-    listener.settimeout(idle_s)
+    listener.settimeout(min(idle_s, 5.0))
+    children: set[int] = set()
+    last_busy = time.monotonic()
     try:
         while True:
             try:
                 conn, _ = listener.accept()
             except socket.timeout:
-                break
+                children = {pid for pid in children if _alive(pid)}
+                if children:
+                    last_busy = time.monotonic()
+                elif time.monotonic() - last_busy > idle_s:   # no job running and none started for idle_s
+                    break
+                continue
+            last_busy = time.monotonic()
             conn.settimeout(None)
             try:
                 request, fds = _recv(conn, with_fds=3)
@@ -261,9 +279,11 @@ def serve(path: Path, idle_s: float = IDLE_S) -> None:
                     os.close(fd)
                 conn.close()
                 continue
-            if os.fork() == 0:
+            pid = os.fork()
+            if pid == 0:
                 listener.close()
                 _child(conn, request, fds)
+            children.add(pid)
             for fd in fds:
                 os.close(fd)
             conn.close()
