@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.warm and _one_process_one_core(launch_argv):
         from .jobserver import run_warm
 
-        code = run_warm([a for a in own if a != "--warm"] + ["--", *launch_argv])
+        code = run_warm("avfusion.jobconfig", [a for a in own if a != "--warm"] + ["--", *launch_argv])
         if code is not None:
             return code
     return run_job(args.run_dir, cfg, launch_argv, args.log)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import array
 import fcntl
 import hashlib
+import importlib
 import json
 import os
 import signal
@@ -131,9 +132,10 @@ def _server_connection(path: Path) -> socket.socket | None:
     return None
 
 
-def run_warm(argv: list[str]) -> int | None:
-    """Run `python -m avfusion.jobconfig argv` in a child of the warm server; its exit code, or None when
-    no server could take the job (the caller then runs it itself)."""
+def run_warm(module: str, argv: list[str]) -> int | None:
+    """Run `module.main(argv)` (e.g. avfusion.jobconfig's) in a child of the warm server, as `python -m module
+    argv` would; its exit code, or None when no server could take the job (the caller then runs it itself).
+    The module is named by the caller, so this server imports none of avfusion's job modules itself."""
     path = socket_path()
     try:
         conn = _server_connection(path)
@@ -141,7 +143,7 @@ def run_warm(argv: list[str]) -> int | None:
         conn = None
     if conn is None:
         return None
-    request = {"argv": list(argv), "cwd": os.getcwd(), "env": dict(os.environ), "path": list(sys.path)}
+    request = {"module": module, "argv": list(argv), "cwd": os.getcwd(), "env": dict(os.environ), "path": list(sys.path)}
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
     try:
@@ -192,7 +194,6 @@ def _child(conn: socket.socket, request: dict, fds: list[int]) -> None:
         os.environ.clear()
         os.environ.update(request["env"])
         sys.path[:] = request["path"]
-        sys.argv = [str(PACKAGE / "jobconfig.py"), *request["argv"]]
         _send(conn, {"pid": os.getpid()})
 
         def watch():  # the job process is gone (killed): stop the job too
@@ -204,9 +205,9 @@ def _child(conn: socket.socket, request: dict, fds: list[int]) -> None:
             os.kill(os.getpid(), signal.SIGTERM)
 
         threading.Thread(target=watch, daemon=True).start()
-        from avfusion.jobconfig import main
-
-        code = int(main(request["argv"]) or 0)
+        module = importlib.import_module(request["module"])   # from the job's sys.path, as `python -m` would
+        sys.argv = [str(module.__file__), *request["argv"]]
+        code = int(module.main(request["argv"]) or 0)
     except SystemExit as exit_:
         code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
         if isinstance(exit_.code, str):
