@@ -175,17 +175,6 @@ def alias_target(wildcards):
     return f"{run_dir(wildcards.task, target)}/metrics.json"
 
 
-def copy_alias_metrics(source, target, log):
-    """alias_run: the aliased variant's metrics.json with provenance.alias_of = its run folder."""
-    import json
-    from avfusion.io import atomic_write_json
-
-    payload = json.loads(Path(source).read_text())
-    payload["provenance"]["alias_of"] = str(Path(source).parent)
-    atomic_write_json(target, payload)
-    Path(log).write_text(f"copied {source} -> {target}\n")
-
-
 def prepare_root(wildcards):
     """`datasets.<name>.root` of a prepared dataset; empty -> a config error naming the key."""
     root = config["datasets"][wildcards.dataset].get("root", "")
