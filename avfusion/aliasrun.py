@@ -1,7 +1,6 @@
 """An alias variant's run (a row the paper reports twice, e.g. Table 6a's 9 fusion layers = all 4 at tiny):
-its metrics.json is the aliased run's, with provenance.alias_of = that run's folder.
-
-    python -m avfusion.aliasrun SOURCE_METRICS TARGET_METRICS LOG
+its metrics.json is the aliased run's, with provenance.alias_of = that run's folder. Arguments: the source
+metrics.json, the target metrics.json and the log file (`python -m avfusion.aliasrun` with those three paths).
 
 The DAG's `alias_run` rule (workflow/rules/baselines.smk). A shell job, not a `run:` block: Snakemake 9 runs
 each `run:` job in a child Snakemake that parses the whole workflow again (5.2 CPU-s per alias, measured
