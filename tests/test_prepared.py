@@ -173,6 +173,26 @@ def test_the_prepared_window_starts_on_the_hop_grid_and_its_log_mel_is_the_raw_o
             assert torch.equal(prepared.log_mel(clip_id, snapped, snapped + 3.0, loud), log_mel(apply_gain(wave, loud)))
         # a window the raw path pads (past the audio's end) is not moved, and is computed from the wave
         assert prepared.snap(clip_id, 1.5) == 1.5 and prepared.log_mel(clip_id, 1.5, 4.5) is None
+    # format 3 stores the edge frames' mel power per window; without it (format 2) they are computed: the same bits
+    from avfusion.data.prepared import hop_grid_start
+
+    for i, path in enumerate(clips):
+        clip_id = f"c{i:02d}"
+        entry = prepared.entry(clip_id)[1]
+        assert entry["edge_windows"] == (entry["audio_samples"] - 48000) // HOP + 1 > 1
+        members = entry["members"]
+        start = entry["audio_start"]
+        for q in (0, 1, entry["edge_windows"] // 2, entry["edge_windows"] - 1):
+            t0 = start + q * HOP / 16000
+            assert hop_grid_start(q * HOP, entry["audio_samples"]) == q * HOP and prepared.snap(clip_id, t0) == t0
+            stored = [prepared.log_mel(clip_id, t0, t0 + 3.0, g) for g in (None, -3.0)]
+            edge = members.pop("edge.f32")
+            try:
+                computed = [prepared.log_mel(clip_id, t0, t0 + 3.0, g) for g in (None, -3.0)]
+            finally:
+                members["edge.f32"] = edge
+            assert all(torch.equal(a, b) for a, b in zip(stored, computed)), (i, q)
+        assert hop_grid_start(entry["audio_samples"] - 48000 + 1, entry["audio_samples"]) is None
 
 
 def test_raw_frames_are_the_decoders_pixels_and_give_the_jpeg_folders_items_otherwise(tmp_path, clips):
