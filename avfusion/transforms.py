@@ -51,7 +51,13 @@ def resize(x: torch.Tensor, size: tuple[int, int], nearest: bool = False) -> tor
     # uint8 input: torch's uint8 kernel (as PIL: fixed-point weights, rounded to uint8); the kernel F.interpolate
     # calls for these arguments, without its ~50 us of argument checks per call (same numbers)
     if _BILINEAR_AA is not None:
-        return _BILINEAR_AA(x[None], tuple(size), False, None)[0]
+        x = x[None]
+        if x.dtype == torch.uint8 and x.stride(1) == 1 and not x.is_contiguous(memory_format=torch.channels_last):
+            # a crop of a channels-last frame: torch's vectorised uint8 kernel takes only a channels-last contiguous
+            # input (else a generic one: same numbers, asserted in tests/test_transforms.py); the copy costs less
+            # than it saves (a 256-pixel train crop on 4 channels 0.28 -> 0.14 ms, 720p on 3 0.61 -> 0.50 ms)
+            x = x.contiguous(memory_format=torch.channels_last)
+        return _BILINEAR_AA(x, tuple(size), False, None)[0]
     return F.interpolate(x[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
 
 

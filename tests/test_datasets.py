@@ -264,6 +264,20 @@ def test_uint8_frames_are_resized_in_uint8_within_one_grey_level_of_a_float_resi
     # a float frame still takes the float path, unchanged
     as_float = torch.from_numpy(frame.copy()).float()
     assert transforms.eval_image(as_float / 255, 112).shape == (3, 112, 112)
+    # a crop of a channels-last frame is copied channels-last contiguous for torch's vectorised uint8 kernel:
+    # the numbers of the generic kernel a strided view gets, on 3 and 4 channels, up- and downscaled
+    import torch.nn.functional as F
+
+    generator = torch.Generator().manual_seed(0)
+    for channels in (3, 4):
+        x = torch.from_numpy(rng.integers(0, 256, (256, 455, channels), dtype=np.uint8)).permute(2, 0, 1)
+        for _ in range(8):
+            top, left, h, w = transforms.random_resized_crop_box(256, 455, generator)
+            crop = x[:, top:top + h, left:left + w]
+            assert not crop[None].is_contiguous(memory_format=torch.channels_last)
+            for size in ((224, 224), (96, 160)):
+                generic = F.interpolate(crop[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
+                assert torch.equal(transforms.resize(crop, size), generic), (channels, size)
 
 
 def test_random_resized_crop_respects_scale_and_ratio():
