@@ -71,6 +71,29 @@ def test_without_distractors_the_same_clips_show_the_whole_sounding_object(smoke
     assert grown > 0  # some objects were partly covered by a distractor in the default scene
 
 
+def test_background_contrast_scales_only_the_background(smoke, tmp_path):
+    """`--background-contrast 0.25` (the tiny scale's benchmark) draws the same scenes: same clips, sounds and
+    masks, the same object pixels, and backgrounds whose deviations from their mean colour are 1/4 as large."""
+    calm = tmp_path / "calm"
+    assert cli_main(["data", "make-tuxav", "--scale", "smoke", "--out", str(calm), "--background-contrast", "0.25"]) == 0
+    assert json.loads((calm / "tuxav.json").read_text())["background_contrast"] == 0.25
+    calm_hashes, hashes = _hashes(calm), _hashes(smoke)
+    assert [calm_hashes[k] == hashes[k] for k in hashes if k.startswith(("masks/", "audio/"))] == \
+        [True] * sum(k.startswith(("masks/", "audio/")) for k in hashes)
+    assert calm_hashes["manifest.csv"] == hashes["manifest.csv"] and calm_hashes["pairs.csv"] == hashes["pairs.csv"]
+    ratios = []
+    for row in read_manifest(smoke / "manifest.csv"):
+        if not row["frame"]:
+            continue
+        mask = np.array(Image.open(row["mask"])) > 0
+        full = np.asarray(Image.open(row["frame"]), dtype=np.float64)
+        low = np.asarray(Image.open(str(row["frame"]).replace(str(smoke), str(calm))), dtype=np.float64)
+        free = ~mask  # background and distractors: compare the spread of the whole frame outside the object
+        ratios.append(low[free].std(axis=0).mean() / full[free].std(axis=0).mean())
+        assert np.abs(low[mask] - full[mask]).mean() < 12  # the sounding object: the same pixels (JPEG edges aside)
+    assert 0.2 < float(np.median(ratios)) < 0.9  # backgrounds calmer (distractors keep their colours)
+
+
 def test_manifest_splits_classes_and_media(smoke):
     rows = read_manifest(smoke / "manifest.csv")
     classes = read_classes(smoke)

@@ -55,6 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     make.add_argument("--seed", type=int, default=0)
     make.add_argument("--no-distractors", dest="distractors", action="store_false",
                       help="draw every scene without its silent objects (the sounding object alone)")
+    make.add_argument("--background-contrast", type=float, default=1.0, metavar="C",
+                      help="scale each background's deviations from its mean colour by C (default 1: as drawn)")
     make.add_argument("--decoded", action="store_true",
                       help="also write decoded.pt: every clip decoded once, read by jobs with data.cache_decoded")
     prep = sub.add_parser("prepare", help="parse a dataset in its official layout into a manifest",
@@ -104,7 +106,8 @@ def main(args: argparse.Namespace) -> int:
         from .tuxav import make_tuxav
 
         t0 = time.perf_counter()
-        summary = make_tuxav(args.out, args.scale, args.seed, distractors=args.distractors)
+        summary = make_tuxav(args.out, args.scale, args.seed, distractors=args.distractors,
+                             background_contrast=args.background_contrast)
         if args.decoded:
             from .datasets import write_decoded
 

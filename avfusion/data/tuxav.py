@@ -95,8 +95,9 @@ def _group(cls: str) -> str:
 
 # ------------------------------------------------------------------------------------- pictures
 
-def make_background(rng: np.random.Generator, size: int) -> np.ndarray:
-    """A procedural background `(size, size, 3)` float in [0, 255]: gradient, stripes, checks or blobs."""
+def make_background(rng: np.random.Generator, size: int, contrast: float = 1.0) -> np.ndarray:
+    """A procedural background `(size, size, 3)` float in [0, 255]: gradient, stripes, checks or blobs,
+    its deviations from its own mean colour scaled by `contrast` (1 = as drawn; the draws do not change)."""
     c1, c2 = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
     yy, xx = np.mgrid[0:size, 0:size] / size  # (S, S) each
     kind = rng.integers(4)
@@ -115,6 +116,9 @@ def make_background(rng: np.random.Generator, size: int) -> np.ndarray:
         t = np.asarray(Image.fromarray(coarse, mode="F").resize((size, size), Image.BILINEAR), dtype=np.float64)
     img = c1 * (1 - t[..., None]) + c2 * t[..., None]  # (S, S, 3)
     img += rng.normal(0, 6, img.shape)  # light texture noise
+    if contrast != 1.0:
+        mean = img.mean(axis=(0, 1), keepdims=True)  # (1, 1, 3)
+        img = mean + contrast * (img - mean)
     return np.clip(img, 0, 255)
 
 
@@ -131,9 +135,9 @@ def _place(rng: np.random.Generator, rgba: np.ndarray, size: int, scale: tuple[f
 
 
 def compose(rng: np.random.Generator, sounding: np.ndarray, distractors: list[np.ndarray],
-            size: int) -> tuple[np.ndarray, np.ndarray]:
+            size: int, background_contrast: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Frame `(S, S, 3)` uint8 and the visible mask of the sounding object `(S, S)` bool."""
-    canvas = make_background(rng, size)
+    canvas = make_background(rng, size, background_contrast)
     layers = [(_place(rng, sounding, size, SIZE_RANGE), True)]
     layers += [(_place(rng, d, size, SIZE_RANGE), False) for d in distractors]
     order = list(rng.permutation(len(layers)))
@@ -299,7 +303,7 @@ def make_pairs(rows: list[dict], seed: int) -> list[dict]:
 
 
 def make_tuxav(out: str | Path, scale: str = "tiny", seed: int = 0, asset_dir: Path = ASSET_DIR,
-               distractors: bool = True) -> dict:
+               distractors: bool = True, background_contrast: float = 1.0) -> dict:
     """Generate the benchmark into `out`; returns a summary (also written to `out/tuxav.json`).
 
     distractors=False draws every scene without its 1-2 silent objects (same clips, classes, splits and
@@ -325,7 +329,8 @@ def make_tuxav(out: str | Path, scale: str = "tiny", seed: int = 0, asset_dir: P
         pool = [s for s in names if s not in CLASS_STAMPS[item["cls"]]]
         picks = rng.choice(len(pool), size=int(rng.integers(1, 3)), replace=False)
         picks = picks if distractors else picks[:0]
-        frame, mask = compose(rng, stamps[stamp][0], [stamps[pool[i]][0] for i in picks], size)
+        frame, mask = compose(rng, stamps[stamp][0], [stamps[pool[i]][0] for i in picks], size,
+                              background_contrast)
         wave = make_sound(rng, stamps[stamp][1])
         cid = item["clip_id"]
         row = {"clip_id": cid, "split": item["split"], "video": "", "audio": "", "frame": "",
@@ -344,7 +349,7 @@ def make_tuxav(out: str | Path, scale: str = "tiny", seed: int = 0, asset_dir: P
         progress.update()
     pairs = make_pairs(rows, seed)
     atomic_write_csv(out / "pairs.csv", pairs, PAIR_COLUMNS)
-    summary = {"scale": scale, "seed": seed, "distractors": distractors, "frame_size": size, "classes": {c: CLASS_STAMPS[c] for c in classes},
+    summary = {"scale": scale, "seed": seed, "distractors": distractors, "background_contrast": background_contrast, "frame_size": size, "classes": {c: CLASS_STAMPS[c] for c in classes},
                "distractor_only": DISTRACTOR_ONLY, "clips": {s: sum(r["split"] == s for r in rows)
                                                                for s in ("train", "val", "test")},
                "videos": sum(bool(r["video"]) for r in rows), "pairs": len(pairs),
