@@ -270,11 +270,14 @@ class Plan:
         spec = self.variants[name]
         section = copy.deepcopy(spec["model"])
         section["preset"] = self.preset_name(section["preset"])
+        # the scale's `model_overrides` (e.g. tiny: image patch 8), merged last into every variant's model
+        section = deep_merge(section, self.config.get("model_overrides") or {})
         overrides = {k: v for k, v in section.items() if k != "preset"}
         try:
             full = model_config(section["preset"], overrides)
         except (KeyError, ValueError) as err:
-            raise PlanError(f"variants.{name}.model", str(err).strip("'\"")) from None
+            where = "model_overrides" if self.config.get("model_overrides") else f"variants.{name}.model"
+            raise PlanError(where, f"{err}".strip("'\"") + f" (variant {name})") from None
         if "fusion_layers_of_12" in spec:
             layers = fusion_layers(spec["fusion_layers_of_12"], full["depth"])
             section = deep_merge(section, {"fusion": {"layers": layers}})
@@ -398,6 +401,8 @@ class Plan:
                 raise PlanError(f"datasets.{dataset}.source", f"tuxav exists at scales smoke and tiny, not {self.scale}")
             if spec["source"] == "prepare" and "name" not in spec:
                 raise PlanError(f"datasets.{dataset}.name", "missing: the `avfusion data prepare` dataset key")
+            if spec["source"] != "tuxav" and "background_contrast" in spec:
+                raise PlanError(f"datasets.{dataset}.background_contrast", "only for source tuxav (make-tuxav's option)")
         for name, spec in self.variants.items():  # every job config of the DAG, validated by its task's Config
             tasks = {"avmae": RUN_TASKS, "unimodal": RUN_TASKS, "supervised": ["separation"],
                      "classical": ["separation"], "efficiency": ["efficiency"]}.get(spec["kind"], [])

@@ -69,6 +69,20 @@ def test_unimodal_pretrain_overrides_only_our_own_unimodal_inits():
     assert imported["import_only"] and imported["optim"] == base
 
 
+def test_model_overrides_reach_every_variant_and_a_bad_key_is_named():
+    from avfusion.models.registry import model_config
+
+    plan = Plan(_config("smoke", results="R", model_overrides={"image": {"patch_size": 8}}))
+    for task, variant in [("pretrain", "mae_image"), ("pretrain", "deepavfusion"), ("pretrain", "late_fusion"),
+                          ("linprobe", "deepavfusion")]:
+        section = plan.job_config(task, variant)["model"]
+        assert section["image"] == {"patch_size": 8}
+        assert model_config(section["preset"], {k: v for k, v in section.items() if k != "preset"})["image"]["patch_size"] == 8
+    assert "image" not in Plan(_config("smoke", results="R")).job_config("pretrain", "deepavfusion")["model"]
+    with pytest.raises(PlanError, match=r"config error at 'model_overrides'.*patch_siz"):
+        Plan(_config("smoke", results="R", model_overrides={"image": {"patch_siz": 8}})).job_config("pretrain", "deepavfusion")
+
+
 @pytest.mark.parametrize("section", ["tasks", "resources", "task_datasets"])
 def test_a_task_key_that_is_not_a_task_is_named(section):
     value = {"cpus": 1} if section == "resources" else ({} if section == "tasks" else ["tuxav"])

@@ -10,9 +10,11 @@ if TUXAV:
         output: f"{config['data_dir']}/{SCALE}/{{dataset}}/manifest.csv"
         wildcard_constraints: dataset="|".join(TUXAV)
         log: f"{config['data_dir']}/{SCALE}/{{dataset}}.log"
-        params: out=lambda w: source_manifest_dir(w.dataset), seed=config["seed"], scale=SCALE
+        params:
+            out=lambda w: source_manifest_dir(w.dataset), seed=config["seed"], scale=SCALE,
+            contrast=lambda w: config["datasets"][w.dataset].get("background_contrast", 1.0),
         conda: "../../environment.yml"
-        shell: "avfusion data make-tuxav --scale {params.scale} --seed {params.seed} --out {params.out} --decoded > {log} 2>&1"
+        shell: "avfusion data make-tuxav --scale {params.scale} --seed {params.seed} --out {params.out} --background-contrast {params.contrast} --decoded > {log} 2>&1"
 
 
 if PREPARED:
