@@ -29,10 +29,19 @@ class SlurmCluster:
     conf: Path
 
     def squeue_all(self) -> list[dict]:
-        """Every job squeue still knows (MinJobAge=600 s keeps finished ones): id, name, state."""
+        """Every job squeue still knows (MinJobAge=3600 s keeps finished ones): id, name, state."""
         out = subprocess.run(["squeue", "-h", "-t", "all", "-o", "%i|%j|%T"], capture_output=True,
                              text=True, check=True, timeout=30).stdout
         return [dict(zip(("job_id", "name", "state"), line.split("|"))) for line in out.splitlines() if line]
+
+    def last_job_id(self) -> int:
+        """The highest job id squeue still knows (0 if none)."""
+        return max((int(job["job_id"]) for job in self.squeue_all()), default=0)
+
+    def jobs_submitted_after(self, job_id: int) -> list[dict]:
+        """Jobs with a higher id than `job_id`: slurmctld's ids only grow, so this counts what was submitted since,
+        even where older finished jobs have left squeue meanwhile (MinJobAge; counting the whole listing does not)."""
+        return [job for job in self.squeue_all() if int(job["job_id"]) > job_id]
 
 
 _RUNNING: list[SlurmCluster] = []  # test modules each import the fixture: they share one cluster

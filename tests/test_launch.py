@@ -203,12 +203,12 @@ def test_second_launch_reattaches_to_the_running_slurm_job(tmp_path, slurm_clust
     deadline = time.time() + 120
     while not (tmp_path / "starts.txt").is_file() and time.time() < deadline:
         time.sleep(0.2)
-    before = len(slurm_cluster.squeue_all())
+    last_id = slurm_cluster.last_job_id()
     second = launch(job, tmp_path, executor="slurm", resources=Resources(time_min=5, mem_gb=1), poll_s=0.5)
     first.join(timeout=120)
     job_id = read_json(tmp_path / "submitit" / "launch.json")["job_id"]
     assert f"re-attaching to SLURM job {job_id}" in capsys.readouterr().out
-    assert len(slurm_cluster.squeue_all()) == before and len(_starts(tmp_path)) == 1
+    assert slurm_cluster.jobs_submitted_after(last_id) == [] and len(_starts(tmp_path)) == 1
     assert _fitted(second) == _fitted(results[0])
 
 

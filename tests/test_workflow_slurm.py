@@ -76,6 +76,7 @@ def test_readme_cluster_command_with_a_user_configfile_submits_every_job_to_slur
     ours = [r for r in rows if "deepavfusion" in str(r.values())]
     assert ours, rows
     squeue = {j["job_id"]: j for j in slurm_cluster.squeue_all()}
+    last_id = slurm_cluster.last_job_id()
     runs = ["pretrain/mae_image", "pretrain/mae_audio", "pretrain/deepavfusion", "segmentation/deepavfusion"]
     for run in runs:
         folder = results / "runs" / "smoke" / run
@@ -93,7 +94,7 @@ def test_readme_cluster_command_with_a_user_configfile_submits_every_job_to_slur
     # a --config on top of the user's --configfile keeps the slurm executor too
     again = snakemake(*command[1:-2], "--rerun-triggers", "mtime", "--config", "seed=0", "--", command[-1], cwd=root)
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
-    assert len(slurm_cluster.squeue_all()) == len(squeue)
+    assert slurm_cluster.jobs_submitted_after(last_id) == []
 
 
 def test_preempted_pretraining_resumes_with_identical_metrics(tmp_path, slurm_cluster, smoke_data):
@@ -140,13 +141,13 @@ def test_preempted_pretraining_resumes_with_identical_metrics(tmp_path, slurm_cl
 
 
 def test_unknown_partition_is_refused_before_any_submission(tmp_path, slurm_cluster):
-    before = len(slurm_cluster.squeue_all())
+    last_id = slurm_cluster.last_job_id()
     out = snakemake("--profile", "slurm", "--config", "scale=smoke", "slurm_partition=gpu_nosuch",
                     f"results={tmp_path}", "--", f"{tmp_path}/runs/smoke/pretrain/mae_image/metrics.json")
     assert out.returncode == 1
     assert "config error at 'slurm_partition': SLURM partition 'gpu_nosuch' does not exist" in out.stderr
     assert "['debug']" in out.stderr  # what the cluster has
-    assert len(slurm_cluster.squeue_all()) == before and not (tmp_path / "runs").exists()
+    assert slurm_cluster.jobs_submitted_after(last_id) == [] and not (tmp_path / "runs").exists()
 
 
 def test_two_rank_pretraining_on_slurm_equals_one_rank_on_the_combined_batch(tmp_path, slurm_cluster, smoke_data):
