@@ -207,10 +207,12 @@ class LARS(torch.optim.Optimizer):
 
 def build_optimizer(groups: list[dict], cfg: OptimConfig, lr: float) -> torch.optim.Optimizer:
     """The optimizer named by cfg.optimizer over `groups` (from `param_groups`)."""
+    # foreach=True: torch's default only on CUDA; on CPU the same per-tensor kernels with less Python per
+    # step (tiny AV-MAE: 29.6 -> 22.4 ms of a ~340 ms step, parameters bitwise equal after 12 steps, 2026-12-02)
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(groups, lr=lr, betas=cfg.betas, weight_decay=cfg.weight_decay, foreach=True)
     if cfg.optimizer == "adam":  # plain Adam (paper appendix); group weight decay as L2
-        return torch.optim.Adam(groups, lr=lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(groups, lr=lr, betas=cfg.betas, weight_decay=cfg.weight_decay, foreach=True)
     if cfg.optimizer == "lars":
         return LARS(groups, lr=lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum)
     if cfg.optimizer == "sgd":
