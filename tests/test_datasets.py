@@ -413,6 +413,29 @@ def test_decoded_file_fills_the_memo_so_a_job_decodes_nothing(smoke, tmp_path, m
             for key in a:
                 torch.testing.assert_close(b[key], a[key], rtol=0, atol=0)
         DECODED.enable(False)
+        # format 1 (one record per tensor, written before 2026-12-02) gives the same memo as format 2
+        DECODED.enable(True)
+        DECODED.attach(root)
+        packed = {key: (value[0].clone(), value[1]) if key[0] == "mel_power" else value.copy() if key[0] == "frame"
+                  else value.clone() for key, value in DECODED.items.items()}   # copies: views of the file's map
+        DECODED.enable(False)
+        data = torch.load(root / "decoded.pt", weights_only=True)
+        items = []
+        for kind, rest, value in ds_module._decoded_values(data):   # format 1: a tensor of its own per record
+            value = (value[0].clone(), torch.tensor(value[1])) if kind == "mel_power" else value.clone()
+            items.append((kind, rest, value))
+        torch.save({"manifest_sha1": data["manifest_sha1"], "items": items}, root / "decoded.pt.tmp")
+        (root / "decoded.pt.tmp").replace(root / "decoded.pt")
+        DECODED.enable(True)
+        DECODED.attach(root)
+        assert packed.keys() == DECODED.items.keys() and len(packed) > 0
+        for key, value in packed.items():
+            other = DECODED.items[key]
+            if key[0] == "mel_power":
+                assert torch.equal(value[0], other[0]) and value[1] == other[1]
+            else:
+                assert (value == other).all() and value.shape == other.shape, key
+        DECODED.enable(False)
         (root / "manifest.csv").write_text((root / "manifest.csv").read_text() + "\n")   # another manifest
         DECODED.enable(True)
         _datasets(root, "test", False)["clip"][0]

@@ -33,7 +33,7 @@ wave as without the memo. Memory: ~0.3 MB per clip (1 920 tuxav tiny clips: ~0.6
 (`write_decoded`: every clip's eval window, mel power and still / annotated frame, ~0.65 GB at tiny,
 15 CPU-s once); an enabled memo fills itself from it (memory-mapped: jobs side by side share the
 pages), so a job decodes no clip at all: linear probe 21.4 -> 14.7 CPU-s (same 30.21 %), AV-MAE
-pretraining 92.9 -> 85.7 (README "What the tiny scale shows"). The file packs the decodes in one flat
+pretraining 92.9 -> 85.7 (benchmarks/results/tiny_history.md). The file packs the decodes in one flat
 buffer per dtype with an index (format 2), so filling the memo costs 0.44 CPU-s per job, not 1.95 (one
 record per tensor, format 1, still read; measured 2026-12-02 on the 5 880 decodes of tuxav tiny).
 """
@@ -158,7 +158,7 @@ def write_decoded(manifest_dir) -> Path:
 
 def _packed_decodes(items: dict) -> dict:
     """The memo's decodes as one flat buffer per dtype and a list of (kind, key, dtype, offset, shape, peak):
-    loading then costs a few records, not one per tensor (5 880 tensors at tiny: 1.9 -> ~0.1 CPU-s per job)."""
+    loading then costs a few records, not one per tensor (5 880 tensors at tiny: 1.95 -> 0.44 CPU-s per job)."""
     buffers: dict[str, list] = {}
     sizes: dict[str, int] = {}
     index = []
