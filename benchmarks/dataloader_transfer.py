@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from data_throughput import _random_order  # noqa: E402  (the same random clip order as its DataLoader rows)
 MODES = ("direct", "loader", "loader-no-image", "loader-fresh-float32", "loader-fresh-uint8")
 
 
@@ -58,7 +60,7 @@ def measure(mode: str, folder: str, items: int) -> dict:
                 item["image"] = torch.ones(3, 224, 224, dtype=self.dtype)
             return item
 
-    order = (torch.randperm(len(ds) * (items // len(ds) + 1))[:items] % len(ds)).tolist()
+    order = _random_order(len(ds), items)
     dataset = {"loader": ds, "loader-no-image": Replaced(None), "loader-fresh-float32": Replaced(torch.float32),
                "loader-fresh-uint8": Replaced(torch.uint8)}.get(mode)
     cpu0, sys0, faults0 = _usage()
