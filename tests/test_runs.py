@@ -103,3 +103,13 @@ def test_tables_yaml_is_validated_by_its_schema_naming_the_key(tmp_path):
     bad.write_text(yaml.safe_dump(data))
     with pytest.raises(ConfigError, match=r"tables\.table[0-9]+\.columns\.linear: .*'metirc'"):  # table4's columns are a YAML anchor
         load_tables_config(bad)
+
+
+@pytest.mark.parametrize("key, value", [("background_contrast", 0.25), ("stamps_per_class", 1)])
+def test_make_tuxav_options_on_another_source_are_named(key, value):
+    """The tuxav generator's options (`datasets.<name>.background_contrast`, `.stamps_per_class`) on a dataset
+    of another source are refused naming the key, not silently ignored."""
+    config = _config("smoke")
+    config["datasets"]["vggsound"] = {"source": "prepare", "name": "vggsound", key: value}
+    with pytest.raises(PlanError, match=rf"config error at 'datasets.vggsound.{key}': only for source tuxav"):
+        Plan(config).check()

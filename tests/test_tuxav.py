@@ -94,6 +94,23 @@ def test_background_contrast_scales_only_the_background(smoke, tmp_path):
     assert 0.2 < float(np.median(ratios)) < 0.9  # backgrounds calmer (distractors keep their colours)
 
 
+def test_stamps_per_class_draws_each_class_from_its_first_stamps(smoke, tmp_path):
+    """`--stamps-per-class 1`: every clip of a class sounds (and shows) the class's first stamp; the clips,
+    classes, splits and pairs are those of the default benchmark, and the silent distractors still come from
+    every other stamp. The default (absent) draws from all of a class's stamps."""
+    one = tmp_path / "one"
+    assert cli_main(["data", "make-tuxav", "--scale", "smoke", "--out", str(one), "--stamps-per-class", "1"]) == 0
+    summary = json.loads((one / "tuxav.json").read_text())
+    assert summary["stamps_per_class"] == 1 and json.loads((smoke / "tuxav.json").read_text())["stamps_per_class"] is None
+    assert summary["classes"] == {c: CLASS_STAMPS[c][:1] for c in list(CLASS_STAMPS)[:SCALES["smoke"]["classes"]]}
+    rows, default_rows = read_manifest(one / "manifest.csv"), read_manifest(smoke / "manifest.csv")
+    keys = ("clip_id", "split", "label")
+    assert [tuple(r[k] for k in keys) for r in rows] == [tuple(r[k] for k in keys) for r in default_rows]
+    assert {r["source"] for r in rows} == {f"tuxpaint:{CLASS_STAMPS[c][0]}" for c in {r["label"] for r in rows}}
+    assert len({r["source"] for r in default_rows}) > len({r["source"] for r in rows})  # the default mixes stamps
+    assert (one / "pairs.csv").read_bytes() == (smoke / "pairs.csv").read_bytes()
+
+
 def test_manifest_splits_classes_and_media(smoke):
     rows = read_manifest(smoke / "manifest.csv")
     classes = read_classes(smoke)

@@ -57,6 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="draw every scene without its silent objects (the sounding object alone)")
     make.add_argument("--background-contrast", type=float, default=1.0, metavar="C",
                       help="scale each background's deviations from its mean colour by C (default 1: as drawn)")
+    make.add_argument("--stamps-per-class", type=int, default=None, metavar="K",
+                      help="draw each class's sounding objects from its first K stamps only (default: all)")
     make.add_argument("--decoded", action="store_true",
                       help="also write decoded.pt: every clip decoded once, read by jobs with data.cache_decoded")
     prep = sub.add_parser("prepare", help="parse a dataset in its official layout into a manifest",
@@ -107,7 +109,7 @@ def main(args: argparse.Namespace) -> int:
 
         t0 = time.perf_counter()
         summary = make_tuxav(args.out, args.scale, args.seed, distractors=args.distractors,
-                             background_contrast=args.background_contrast)
+                             background_contrast=args.background_contrast, stamps_per_class=args.stamps_per_class)
         if args.decoded:
             from .datasets import write_decoded
 

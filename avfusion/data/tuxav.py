@@ -303,7 +303,8 @@ def make_pairs(rows: list[dict], seed: int) -> list[dict]:
 
 
 def make_tuxav(out: str | Path, scale: str = "tiny", seed: int = 0, asset_dir: Path = ASSET_DIR,
-               distractors: bool = True, background_contrast: float = 1.0) -> dict:
+               distractors: bool = True, background_contrast: float = 1.0,
+               stamps_per_class: int | None = None) -> dict:
     """Generate the benchmark into `out`; returns a summary (also written to `out/tuxav.json`).
 
     distractors=False draws every scene without its 1-2 silent objects (same clips, classes, splits and
@@ -325,7 +326,8 @@ def make_tuxav(out: str | Path, scale: str = "tiny", seed: int = 0, asset_dir: P
     progress = Progress(total=len(plan), desc=f"make-tuxav {scale}", every=max(1, len(plan) // 10))
     for item in plan:
         rng = np.random.default_rng(item["seed"])
-        stamp = CLASS_STAMPS[item["cls"]][int(rng.integers(len(CLASS_STAMPS[item["cls"]])))]
+        own = CLASS_STAMPS[item["cls"]][:stamps_per_class]  # None: every stamp of the class
+        stamp = own[int(rng.integers(len(own)))]
         pool = [s for s in names if s not in CLASS_STAMPS[item["cls"]]]
         picks = rng.choice(len(pool), size=int(rng.integers(1, 3)), replace=False)
         picks = picks if distractors else picks[:0]
@@ -349,7 +351,8 @@ def make_tuxav(out: str | Path, scale: str = "tiny", seed: int = 0, asset_dir: P
         progress.update()
     pairs = make_pairs(rows, seed)
     atomic_write_csv(out / "pairs.csv", pairs, PAIR_COLUMNS)
-    summary = {"scale": scale, "seed": seed, "distractors": distractors, "background_contrast": background_contrast, "frame_size": size, "classes": {c: CLASS_STAMPS[c] for c in classes},
+    summary = {"scale": scale, "seed": seed, "distractors": distractors, "background_contrast": background_contrast,
+               "stamps_per_class": stamps_per_class, "frame_size": size, "classes": {c: CLASS_STAMPS[c][:stamps_per_class] for c in classes},
                "distractor_only": DISTRACTOR_ONLY, "clips": {s: sum(r["split"] == s for r in rows)
                                                                for s in ("train", "val", "test")},
                "videos": sum(bool(r["video"]) for r in rows), "pairs": len(pairs),
