@@ -62,6 +62,7 @@ from .config import numbers_hash, to_dict
 from .io import atomic_torch_save
 from .optim import OptimConfig, build_optimizer, param_groups as default_param_groups, set_lr
 from .progress import CSVLog, Progress
+from .transforms import normalize_batch_images
 
 __all__ = ["OptimConfig", "train", "TrainResult", "checkpoint_path", "resolve_checkpoint", "load_checkpoint",
            "resolve_device", "unwrap", "seed_everything", "move_to_device"]
@@ -347,7 +348,7 @@ def train_one_epoch(state: _TrainState, loss_fn: LossFn, train_set: Dataset, cfg
             break
         if it % cfg.accum_iter == 0:
             lr = set_lr(state.optimizer, cfg, state.base_lr, epoch + it / state.iters)
-        batch = move_to_device(batch, state.dev)
+        batch = normalize_batch_images(move_to_device(batch, state.dev))  # uint8 images: normalised here
         boundary = (it + 1) % cfg.accum_iter == 0
         sync = contextlib.nullcontext() if (boundary or state.world == 1) else state.net.no_sync()
         with sync:

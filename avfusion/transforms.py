@@ -157,34 +157,61 @@ def _normalized(x: torch.Tensor) -> torch.Tensor:
     and numbers, one allocation fewer)."""
     if x.dtype != torch.uint8:
         return normalize(x)
+    return normalize_uint8(x)
+
+
+def normalize_uint8(x: torch.Tensor) -> torch.Tensor:
+    """uint8 images `(..., 3, H, W)` -> float32 `(x / 255 - mean) / std`, on `x`'s device: the one copy of the
+    operations that `train_image` / `eval_image` apply to a uint8 crop, so an image normalised later (a batch
+    of `normalized=False` items, on the GPU) has the same numbers bit for bit."""
     # contiguous in uint8 first (the resize gives channels last): the float tensor and the item stay contiguous,
     # and the elementwise ops below run fastest on it
-    return x.contiguous().float().div_(255.0).sub_(_MEAN).div_(_STD)
+    mean, std = (_MEAN, _STD) if x.device.type == "cpu" else (_MEAN.to(x.device), _STD.to(x.device))
+    return x.contiguous().float().div_(255.0).sub_(mean).div_(std)
 
 
-def eval_image(frame: np.ndarray, size: int, short: int | None = None) -> torch.Tensor:
+def normalize_batch_images(batch):
+    """A collated batch (dict) whose "image" is uint8 (items made with `data.train_image_dtype: uint8`) -> the
+    same batch with that image normalised (`normalize_uint8`); any other batch unchanged. The engine calls it
+    once per training step, after the batch reached the device: 1/4 of the image bytes cross the DataLoader's
+    shared memory and the host-to-device copy (as DALI and FFCV normalise on the device)."""
+    if isinstance(batch, dict) and isinstance(batch.get("image"), torch.Tensor) and batch["image"].dtype == torch.uint8:
+        return {**batch, "image": normalize_uint8(batch["image"])}
+    return batch
+
+
+def _finish(image: torch.Tensor, normalized: bool) -> torch.Tensor:
+    if normalized:
+        return _normalized(image)
+    if image.dtype != torch.uint8:
+        raise ValueError(f"normalized=False needs a uint8 frame (the image stays uint8), got {image.dtype}")
+    return image.contiguous()  # (3, size, size) uint8: `normalize_uint8` later gives the normalised numbers
+
+
+def eval_image(frame: np.ndarray, size: int, short: int | None = None, normalized: bool = True) -> torch.Tensor:
     """Resize(short, default int(size / 0.875)) + CenterCrop(size) + Normalize -> `(3, size, size)`.
 
     A uint8 frame is resized in uint8 (torchvision's resize of a PIL image, the official transforms, works
     in uint8 too): within 1 grey level of a float resize, and 4-8x cheaper on a 720p frame; only the
-    crop is converted to float."""
+    crop is converted to float. `normalized=False`: the uint8 crop, for `normalize_uint8` later."""
     short = int(size / EVAL_CROP_FRACTION) if short is None else short
     x = _rgbx(frame)
     if x is None:
         x = _uint8_chw(frame) if _is_uint8(frame) else to_tensor(frame)
-    return _normalized(_eval_geometry(x, size, short, nearest=False)[:3])
+    return _finish(_eval_geometry(x, size, short, nearest=False)[:3], normalized)
 
 
-def train_image(frame: np.ndarray, size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+def train_image(frame: np.ndarray, size: int, generator: torch.Generator | None = None,
+                normalized: bool = True) -> torch.Tensor:
     """RandomResizedCrop(size, (0.5, 1)) + HFlip + Normalize -> `(3, size, size)`.
 
     A uint8 frame is cropped and resized in uint8, as `eval_image`; only the (size, size) result is
-    converted to float."""
+    converted to float. `normalized=False`: the uint8 crop, for `normalize_uint8` later."""
     x = _rgbx(frame)
     if x is None:
         x = _uint8_chw(frame) if _is_uint8(frame) else to_tensor(frame)
     (image,) = _train_geometry([(x, False)], size, generator)
-    return _normalized(image[:3])
+    return _finish(image[:3], normalized)
 
 
 def _is_uint8(frame) -> bool:

@@ -15,6 +15,9 @@ a DataLoader (batch 32). Paths:
   prepared          `avfusion data cache --short-side 256` (the build is timed too): JPEG frames, the
                     window's start on the hop grid and its log-mel sliced from the stored mel power
   prepared-rgb      + `--frame-format raw`: the frames as uint8 arrays (no JPEG decoding; ~17x the bytes)
+  prepared-u8       prepared, with `data.train_image_dtype: uint8`: train items carry the uint8 crop (1/4 of
+                    the image bytes through the DataLoader), normalised by the engine on the device, which
+                    is not counted here (eval items are float32 in every path: the same as prepared there)
 "alone" rows: each prepared path by itself in one process over 1300 items (no DataLoader, nothing
 interleaved: the paired rows leave it caches cooled by 720p decoding), items per CPU-second.
 "per core" is items per CPU-second of the whole loader (main process + workers, from getrusage),
@@ -53,8 +56,10 @@ PATHS = {  # name -> (media, dataset options); "today" uses the frozen readers
     "raw-keyframe-s256": ("raw", {"frame_rule": "keyframe", "decode_short_side": 256}),
     "prepared": ("prepared", {}),
     "prepared-rgb": ("prepared-rgb", {}),
+    "prepared-u8": ("prepared", {"train_image_dtype": "uint8"}),
 }
-ITEMS = {"today": 64, "raw": 64, "raw-s256": 64, "raw-keyframe": 128, "raw-keyframe-s256": 192, "prepared": 1280, "prepared-rgb": 1280}
+ITEMS = {"today": 64, "raw": 64, "raw-s256": 64, "raw-keyframe": 128, "raw-keyframe-s256": 192, "prepared": 1280,
+         "prepared-rgb": 1280, "prepared-u8": 1280}
 BATCH = 32
 
 

@@ -1,6 +1,8 @@
 """What a DataLoader worker adds to a prepared item: CPU per item (main process + worker, getrusage) of the same
 items computed in the main process, and through a DataLoader (batch 32, 1 worker) with the item as it is, without
-its image, and with a fresh image tensor of float32 or uint8 in its place (the transfer's cost alone).
+its image, and with a fresh image tensor of float32 or uint8 in its place (the transfer's cost alone); and the
+items of `data.train_image_dtype: uint8` (the uint8 crop; `-normalized`: each batch normalised in the main
+process, as the engine does on a CPU device; on a GPU that step runs on the device).
 
     .venv/bin/python benchmarks/data_throughput.py --paired-only --no-testdata-set   # makes the prepared folder
     .venv/bin/python benchmarks/dataloader_transfer.py --items 1280                 # ~1 min
@@ -23,7 +25,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from data_throughput import _random_order  # noqa: E402  (the same random clip order as its DataLoader rows)
-MODES = ("direct", "loader", "loader-no-image", "loader-fresh-float32", "loader-fresh-uint8")
+MODES = ("direct", "loader", "loader-no-image", "loader-fresh-float32", "loader-fresh-uint8", "direct-uint8",
+         "loader-uint8", "loader-uint8-normalized")
 
 
 def _usage() -> tuple[float, float, int]:
@@ -41,7 +44,8 @@ def measure(mode: str, folder: str, items: int) -> dict:
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    ds = AVClipDataset(folder, "train", train=True, image_size=224, media="prepared")
+    dtype = "uint8" if "uint8" in mode and "fresh" not in mode else "float32"
+    ds = AVClipDataset(folder, "train", train=True, image_size=224, media="prepared", train_image_dtype=dtype)
     for row in ds.rows:
         ds.span(row)
 
@@ -61,18 +65,21 @@ def measure(mode: str, folder: str, items: int) -> dict:
             return item
 
     order = _random_order(len(ds), items)
-    dataset = {"loader": ds, "loader-no-image": Replaced(None), "loader-fresh-float32": Replaced(torch.float32),
+    dataset = {"loader": ds, "loader-uint8": ds, "loader-uint8-normalized": ds, "loader-no-image": Replaced(None), "loader-fresh-float32": Replaced(torch.float32),
                "loader-fresh-uint8": Replaced(torch.uint8)}.get(mode)
     cpu0, sys0, faults0 = _usage()
     t0 = time.perf_counter()
-    if mode == "direct":
+    if mode.startswith("direct"):
         for i in order:
             ds[i]
     else:
+        from avfusion.transforms import normalize_batch_images
+
         loader = DataLoader(dataset, batch_size=32, sampler=order, num_workers=1,
                             worker_init_fn=lambda _: torch.set_num_threads(1))
-        for _ in loader:
-            pass
+        for batch in loader:
+            if mode == "loader-uint8-normalized":
+                normalize_batch_images(batch)
         del loader  # the worker exits and is reaped: its CPU lands in RUSAGE_CHILDREN
     cpu1, sys1, faults1 = _usage()
     return {"mode": mode, "items": items, "cpu_ms_per_item": round((cpu1 - cpu0) / items * 1e3, 3),

@@ -442,3 +442,36 @@ def test_decoded_file_fills_the_memo_so_a_job_decodes_nothing(smoke, tmp_path, m
         assert calls, "a decoded.pt of another manifest.csv must not be used"
     finally:
         DECODED.enable(False)
+
+
+def test_uint8_training_items_normalise_to_the_float_items(tuxav_smoke):
+    """train_image_dtype uint8: a training item's image is the uint8 crop whose `normalize_uint8` is the
+    default item's image bit for bit (same sample seed); evaluation items stay float32; the datasets whose
+    frame and map share one float crop refuse the option, naming the config key."""
+    from torch.utils.data import default_collate
+
+    from avfusion.data.datasets import AVClipDataset, LocalizationDataset, MixtureDataset
+    from avfusion.engine import seed_everything
+    from avfusion.transforms import normalize_batch_images
+
+    for cls in (AVClipDataset, MixtureDataset):
+        floats = cls(tuxav_smoke, "train", train=True, image_size=64)
+        bytes_ = cls(tuxav_smoke, "train", train=True, image_size=64, train_image_dtype="uint8")
+        def items(dataset):
+            out = []
+            for i in range(4):
+                seed_everything(i)  # the crop, flip, window and gain draws (the engine seeds each sample)
+                out.append(dataset[i])
+            return out
+
+        items32, items8 = items(floats), items(bytes_)
+        assert items8[0]["image"].dtype == torch.uint8 and items32[0]["image"].dtype == torch.float32
+        batch32, batch8 = default_collate(items32), normalize_batch_images(default_collate(items8))
+        assert set(batch8) == set(batch32)
+        for key, value in batch32.items():
+            if isinstance(value, torch.Tensor):
+                assert torch.equal(batch8[key], value), (cls.__name__, key)
+        assert cls(tuxav_smoke, "val", train=False, image_size=64,
+                   train_image_dtype="uint8")[0]["image"].dtype == torch.float32
+    with pytest.raises(ValueError, match="data.train_image_dtype"):
+        LocalizationDataset(tuxav_smoke, "train", train=True, image_size=64, train_image_dtype="uint8")

@@ -307,8 +307,12 @@ def test_task_configs_pass_frame_rule_short_side_and_media_to_the_datasets(tmp_p
     assert np.array_equal(default.frame(row, t0, t1, centre), read_frame(clips[1], centre))
     # the other tasks' sections accept the same keys
     for module in (pretrain, separation):
-        sub = load_config(module.Config, base=base, overrides=["data.frame_rule=keyframe", "data.media=raw"])
-        assert media_options(sub.data) == {"media": "raw", "frame_rule": "keyframe", "decode_short_side": None}
+        sub = load_config(module.Config, base=base, overrides=["data.frame_rule=keyframe", "data.media=raw",
+                                                               "data.train_image_dtype=uint8"])
+        assert media_options(sub.data) == {"media": "raw", "frame_rule": "keyframe", "decode_short_side": None,
+                                           "train_image_dtype": "uint8"}
+    with pytest.raises(ConfigError, match=r"data\.train_image_dtype"):
+        load_config(pretrain.Config, base=base, overrides=["data.train_image_dtype=float16"])
     with pytest.raises(ConfigError, match=r"data\.frame_rule"):
         load_config(linprobe.Config, base=base, overrides=["data.frame_rule=random"])
     with pytest.raises(ConfigError, match=r"data\.decode_short_side.*below data\.image_size 112"):

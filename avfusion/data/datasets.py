@@ -191,10 +191,20 @@ def _decoded_values(data: dict):
 
 class _ManifestClips(Dataset):
     """Rows of one split of `<manifest_dir>/manifest.csv`, and how to read a clip's audio and frame."""
+    UINT8_TRAIN_IMAGES = True  # training items may carry uint8 images (train_image_dtype)
 
     def __init__(self, manifest_dir, split: str, train: bool, image_size: int, required=(),
-                 media: str | None = None, frame_rule: str = "nearest", decode_short_side: int | None = None):
+                 media: str | None = None, frame_rule: str = "nearest", decode_short_side: int | None = None,
+                 train_image_dtype: str = "float32"):
         self.manifest_dir = Path(manifest_dir)
+        if train_image_dtype not in ("float32", "uint8"):
+            raise ValueError(f"train_image_dtype {train_image_dtype!r}: choose from ('float32', 'uint8')")
+        # uint8: training items carry the uint8 crop; the engine normalises each batch on the device
+        # (transforms.normalize_batch_images). Evaluation items (train=False) are always normalised float32.
+        self.uint8_image = train and train_image_dtype == "uint8"
+        if self.uint8_image and not self.UINT8_TRAIN_IMAGES:
+            raise ValueError(f"{type(self).__name__}: train_image_dtype 'uint8' (config key data.train_image_dtype) "
+                             "is not available here: its frame and map share one float crop; use 'float32'")
         self.split, self.train, self.image_size = split, train, int(image_size)
         if media is None:  # a folder written by `avfusion data cache` reads its shards
             media = "prepared" if PreparedMedia.exists(self.manifest_dir) else "raw"
@@ -300,7 +310,7 @@ class _ManifestClips(Dataset):
 
     def image(self, frame: np.ndarray) -> torch.Tensor:
         if self.train:
-            return transforms.train_image(frame, self.image_size)
+            return transforms.train_image(frame, self.image_size, normalized=not self.uint8_image)
         return transforms.eval_image(frame, self.image_size)
 
     def label_index(self, row: dict) -> int:
@@ -459,6 +469,8 @@ class SegmentationDataset(_ManifestClips):
     i.e. pixel p = line p). With a 0-based label2idx the rule erases most foreground, as officially.
     """
 
+    UINT8_TRAIN_IMAGES = False  # train_image_mask crops frame and map together in float
+
     def __init__(self, manifest_dir, split: str, train: bool, image_size: int, num_classes: int,
                  **media_options):
         super().__init__(manifest_dir, split, train, image_size, required=("mask",), **media_options)
@@ -535,6 +547,8 @@ class LocalizationDataset(_ManifestClips):
     Eval builds the map on the resized frame's grid (int(v * scale), as the official parser) and
     centre-crops it like the image; train maps follow the image's random crop with NEAREST.
     """
+
+    UINT8_TRAIN_IMAGES = False  # train_image_mask crops frame and map together in float
 
     def __init__(self, manifest_dir, split: str, train: bool, image_size: int, box_rule: str | None = None,
                  **media_options):

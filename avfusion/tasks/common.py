@@ -73,6 +73,10 @@ class DataConfig:
     frame_rule: Literal["nearest", "keyframe"] = "nearest"   # raw video: the frame nearest t, or the official
                                   # rule (the keyframe at or before t; 3-5x cheaper to decode)
     decode_short_side: int = 0    # raw video: the decoder scales sampled frames to this short side (0 = full size)
+    train_image_dtype: Literal["float32", "uint8"] = "float32"   # uint8: training items carry the uint8 crop,
+                                  # normalised by the engine after the batch reached the device (the same numbers;
+                                  # 1/4 of the image bytes through the DataLoader; not for segmentation /
+                                  # localization). Evaluation items are always float32
 
     def validate(self) -> None:
         if self.decode_short_side and self.decode_short_side < self.image_size:
@@ -84,9 +88,10 @@ class DataConfig:
 
 
 def media_options(data: DataConfig) -> dict:
-    """The Dataset keyword arguments of `data.media`, `data.frame_rule`, `data.decode_short_side`."""
+    """The Dataset keyword arguments of `data.media`, `data.frame_rule`, `data.decode_short_side`,
+    `data.train_image_dtype`."""
     return {"media": None if data.media == "auto" else data.media, "frame_rule": data.frame_rule,
-            "decode_short_side": data.decode_short_side or None}
+            "decode_short_side": data.decode_short_side or None, "train_image_dtype": data.train_image_dtype}
 
 
 @dataclass
