@@ -401,9 +401,12 @@ class Plan:
                 raise PlanError(f"datasets.{dataset}.source", f"tuxav exists at scales smoke and tiny, not {self.scale}")
             if spec["source"] == "prepare" and "name" not in spec:
                 raise PlanError(f"datasets.{dataset}.name", "missing: the `avfusion data prepare` dataset key")
-            for key in ("background_contrast", "stamps_per_class"):
+            for key in ("background", "background_contrast", "stamps_per_class"):
                 if spec["source"] != "tuxav" and key in spec:
                     raise PlanError(f"datasets.{dataset}.{key}", "only for source tuxav (make-tuxav's option)")
+            if spec.get("background") == "plain" and "background_contrast" in spec:
+                raise PlanError(f"datasets.{dataset}.background_contrast", "scales drawn backgrounds only; this "
+                                "dataset's background is plain (drop the key, or set background: drawn)")
         for name, spec in self.variants.items():  # every job config of the DAG, validated by its task's Config
             tasks = {"avmae": RUN_TASKS, "unimodal": RUN_TASKS, "supervised": ["separation"],
                      "classical": ["separation"], "efficiency": ["efficiency"]}.get(spec["kind"], [])

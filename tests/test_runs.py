@@ -105,7 +105,14 @@ def test_tables_yaml_is_validated_by_its_schema_naming_the_key(tmp_path):
         load_tables_config(bad)
 
 
-@pytest.mark.parametrize("key, value", [("background_contrast", 0.25), ("stamps_per_class", 1)])
+def test_background_contrast_with_a_plain_background_is_named():
+    config = _config("smoke")
+    config["datasets"]["tuxav"] = {"source": "tuxav", "background": "plain", "background_contrast": 0.25}
+    with pytest.raises(PlanError, match=r"config error at 'datasets.tuxav.background_contrast': scales drawn"):
+        Plan(config).check()
+
+
+@pytest.mark.parametrize("key, value", [("background", "plain"), ("background_contrast", 0.25), ("stamps_per_class", 1)])
 def test_make_tuxav_options_on_another_source_are_named(key, value):
     """The tuxav generator's options (`datasets.<name>.background_contrast`, `.stamps_per_class`) on a dataset
     of another source are refused naming the key, not silently ignored."""

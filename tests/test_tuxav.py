@@ -111,6 +111,35 @@ def test_stamps_per_class_draws_each_class_from_its_first_stamps(smoke, tmp_path
     assert (one / "pairs.csv").read_bytes() == (smoke / "pairs.csv").read_bytes()
 
 
+def test_plain_background_is_a_grey_backdrop_behind_the_same_clips(smoke, tmp_path):
+    """`--background plain`: the clips, classes and splits of the default benchmark, each object drawn on a
+    mid-grey backdrop (128 +- light noise) instead of a random two-colour pattern: the frame's colour outside the
+    objects says nothing, so the objects' pixels carry the class (README "Scales", issue 15)."""
+    plain = tmp_path / "plain"
+    assert cli_main(["data", "make-tuxav", "--scale", "smoke", "--out", str(plain), "--background", "plain"]) == 0
+    assert json.loads((plain / "tuxav.json").read_text())["background"] == "plain"
+    rows, default_rows = read_manifest(plain / "manifest.csv"), read_manifest(smoke / "manifest.csv")
+    keys = ("clip_id", "split", "label")
+    assert [tuple(r[k] for k in keys) for r in rows] == [tuple(r[k] for k in keys) for r in default_rows]
+    grey_share = {}
+    for name, folder_rows in (("plain", rows), ("drawn", default_rows)):
+        shares = []
+        for row in folder_rows:
+            if not row["frame"]:
+                continue
+            frame = np.asarray(Image.open(row["frame"]), dtype=np.float64)
+            corners = np.concatenate([frame[:3, :3].reshape(-1, 3), frame[-3:, -3:].reshape(-1, 3)])
+            shares.append(np.mean(np.abs(frame - 128).max(axis=2) < 25))  # pixels of the grey backdrop
+            if name == "plain" and np.abs(corners - 128).max() < 40:
+                grey_share.setdefault("corners", 0)
+                grey_share["corners"] += 1
+        grey_share[name] = float(np.median(shares))
+    assert grey_share["plain"] > 0.3 and grey_share["drawn"] < 0.1, grey_share
+    assert grey_share["corners"] >= 0.5 * sum(bool(r["frame"]) for r in rows)  # most corners show the backdrop
+    with pytest.raises(ValueError, match="background 'flat'"):
+        make_tuxav(tmp_path / "bad", "smoke", background="flat")
+
+
 def test_manifest_splits_classes_and_media(smoke):
     rows = read_manifest(smoke / "manifest.csv")
     classes = read_classes(smoke)

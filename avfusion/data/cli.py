@@ -57,6 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="draw every scene without its silent objects (the sounding object alone)")
     make.add_argument("--background-contrast", type=float, default=1.0, metavar="C",
                       help="scale each background's deviations from its mean colour by C (default 1: as drawn)")
+    make.add_argument("--background", choices=["drawn", "plain"], default="drawn",
+                      help="drawn (default): random two-colour patterns; plain: a mid-grey backdrop with light noise")
     make.add_argument("--stamps-per-class", type=int, default=None, metavar="K",
                       help="draw each class's sounding objects from its first K stamps only (default: all)")
     make.add_argument("--decoded", action="store_true",
@@ -109,7 +111,8 @@ def main(args: argparse.Namespace) -> int:
 
         t0 = time.perf_counter()
         summary = make_tuxav(args.out, args.scale, args.seed, distractors=args.distractors,
-                             background_contrast=args.background_contrast, stamps_per_class=args.stamps_per_class)
+                             background_contrast=args.background_contrast, stamps_per_class=args.stamps_per_class,
+                             background=args.background)
         if args.decoded:
             from .datasets import write_decoded
 

@@ -95,10 +95,21 @@ def _group(cls: str) -> str:
 
 # ------------------------------------------------------------------------------------- pictures
 
-def make_background(rng: np.random.Generator, size: int, contrast: float = 1.0) -> np.ndarray:
-    """A procedural background `(size, size, 3)` float in [0, 255]: gradient, stripes, checks or blobs,
-    its deviations from its own mean colour scaled by `contrast` (1 = as drawn; the draws do not change)."""
+BACKGROUNDS = ("drawn", "plain")
+PLAIN_GREY = 128.0
+
+
+def make_background(rng: np.random.Generator, size: int, contrast: float = 1.0, kind: str = "drawn") -> np.ndarray:
+    """A procedural background `(size, size, 3)` float in [0, 255]. `drawn`: gradient, stripes, checks or blobs
+    between two random colours, its deviations from its own mean colour scaled by `contrast` (1 = as drawn; the
+    draws do not change). `plain`: a mid-grey backdrop (128) with the same light texture noise, no colour of its
+    own (the two colours are still drawn, and nothing else, so a scene's later draws are those of the drawn kind's
+    first two)."""
+    if kind not in BACKGROUNDS:
+        raise ValueError(f"background {kind!r}: choose from {BACKGROUNDS}")
     c1, c2 = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
+    if kind == "plain":
+        return np.clip(np.full((size, size, 3), PLAIN_GREY) + rng.normal(0, 6, (size, size, 3)), 0, 255)
     yy, xx = np.mgrid[0:size, 0:size] / size  # (S, S) each
     kind = rng.integers(4)
     if kind == 0:  # linear gradient at a random angle
@@ -135,9 +146,9 @@ def _place(rng: np.random.Generator, rgba: np.ndarray, size: int, scale: tuple[f
 
 
 def compose(rng: np.random.Generator, sounding: np.ndarray, distractors: list[np.ndarray],
-            size: int, background_contrast: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+            size: int, background_contrast: float = 1.0, background: str = "drawn") -> tuple[np.ndarray, np.ndarray]:
     """Frame `(S, S, 3)` uint8 and the visible mask of the sounding object `(S, S)` bool."""
-    canvas = make_background(rng, size, background_contrast)
+    canvas = make_background(rng, size, background_contrast, background)
     layers = [(_place(rng, sounding, size, SIZE_RANGE), True)]
     layers += [(_place(rng, d, size, SIZE_RANGE), False) for d in distractors]
     order = list(rng.permutation(len(layers)))
@@ -304,7 +315,7 @@ def make_pairs(rows: list[dict], seed: int) -> list[dict]:
 
 def make_tuxav(out: str | Path, scale: str = "tiny", seed: int = 0, asset_dir: Path = ASSET_DIR,
                distractors: bool = True, background_contrast: float = 1.0,
-               stamps_per_class: int | None = None) -> dict:
+               stamps_per_class: int | None = None, background: str = "drawn") -> dict:
     """Generate the benchmark into `out`; returns a summary (also written to `out/tuxav.json`).
 
     distractors=False draws every scene without its 1-2 silent objects (same clips, classes, splits and
@@ -312,6 +323,11 @@ def make_tuxav(out: str | Path, scale: str = "tiny", seed: int = 0, asset_dir: P
     needs no audio (the segmentation learning test uses this to check the job's masks, not audio use)."""
     if scale not in SCALES:
         raise ValueError(f"unknown tuxav scale {scale!r}; choose from {sorted(SCALES)}")
+    if background not in BACKGROUNDS:
+        raise ValueError(f"background {background!r}: choose from {BACKGROUNDS}")
+    if background == "plain" and background_contrast != 1.0:
+        raise ValueError(f"background_contrast {background_contrast}: it scales drawn backgrounds only, "
+                         "not the plain one")
     out = Path(out)
     (out / "manifest.csv").unlink(missing_ok=True)  # a half-regenerated folder never looks finished
     (out / "decoded.pt").unlink(missing_ok=True)    # `make-tuxav --decoded` writes it again, after the manifest
@@ -332,7 +348,7 @@ def make_tuxav(out: str | Path, scale: str = "tiny", seed: int = 0, asset_dir: P
         picks = rng.choice(len(pool), size=int(rng.integers(1, 3)), replace=False)
         picks = picks if distractors else picks[:0]
         frame, mask = compose(rng, stamps[stamp][0], [stamps[pool[i]][0] for i in picks], size,
-                              background_contrast)
+                              background_contrast, background)
         wave = make_sound(rng, stamps[stamp][1])
         cid = item["clip_id"]
         row = {"clip_id": cid, "split": item["split"], "video": "", "audio": "", "frame": "",
@@ -351,8 +367,8 @@ def make_tuxav(out: str | Path, scale: str = "tiny", seed: int = 0, asset_dir: P
         progress.update()
     pairs = make_pairs(rows, seed)
     atomic_write_csv(out / "pairs.csv", pairs, PAIR_COLUMNS)
-    summary = {"scale": scale, "seed": seed, "distractors": distractors, "background_contrast": background_contrast,
-               "stamps_per_class": stamps_per_class, "frame_size": size, "classes": {c: CLASS_STAMPS[c][:stamps_per_class] for c in classes},
+    summary = {"scale": scale, "seed": seed, "distractors": distractors, "background": background,
+               "background_contrast": background_contrast, "stamps_per_class": stamps_per_class, "frame_size": size, "classes": {c: CLASS_STAMPS[c][:stamps_per_class] for c in classes},
                "distractor_only": DISTRACTOR_ONLY, "clips": {s: sum(r["split"] == s for r in rows)
                                                                for s in ("train", "val", "test")},
                "videos": sum(bool(r["video"]) for r in rows), "pairs": len(pairs),

@@ -13,10 +13,11 @@ if TUXAV:
         params:
             out=lambda w: source_manifest_dir(w.dataset), seed=config["seed"], scale=SCALE,
             contrast=lambda w: config["datasets"][w.dataset].get("background_contrast", 1.0),
+            background=lambda w: config["datasets"][w.dataset].get("background", "drawn"),
             stamps=lambda w: (f"--stamps-per-class {config['datasets'][w.dataset]['stamps_per_class']}"
                               if "stamps_per_class" in config["datasets"][w.dataset] else ""),
         conda: "../../environment.yml"
-        shell: "avfusion data make-tuxav --scale {params.scale} --seed {params.seed} --out {params.out} --background-contrast {params.contrast} {params.stamps} --decoded > {log} 2>&1"
+        shell: "avfusion data make-tuxav --scale {params.scale} --seed {params.seed} --out {params.out} --background {params.background} --background-contrast {params.contrast} {params.stamps} --decoded > {log} 2>&1"
 
 
 if PREPARED:
