@@ -1,7 +1,8 @@
 """tuxav: the embedded mini audio-visual benchmark, generated from real Tux Paint photos and sounds.
 
 Each clip is a scene: one sounding object (a cut-out photo) plus 1-2 silent distractor objects from
-other classes on a procedural background, all of one size distribution (long side U(SIZE_RANGE) of
+other classes on a background (a random two-colour pattern, or with `--background plain` a mid-grey
+backdrop: the tiny DAG's benchmark), all of one size distribution (long side U(SIZE_RANGE) of
 the frame), so size does not tell which object sounds (a sounding object that the distractors
 mostly hide is drawn again on top); and 3 s of 16 kHz audio made from the sounding object's
 real recording (another take: playback rate and spectral tilt varied; looped or cropped at a random
@@ -9,7 +10,7 @@ offset, random gain, pink background noise). Its class label,
 the exact mask of the sounding object (visible pixels, from the alpha channels) and its box come
 for free. One manifest serves classification, separation (pairs.csv), segmentation and localization.
 
-    avfusion data make-tuxav --scale tiny --out data/tuxav-tiny --seed 0
+    avfusion data make-tuxav --scale tiny --out data/tuxav-tiny --seed 0 --background plain
 
 Layout (as Flickr-SoundNet / AVSBench): frames/{id}.jpg, audio/{id}.wav, masks/{id}.png (0/255), and
 for every 16th clip videos/{id}.mp4 (h264 + AAC, no wav/jpg) so the video path is exercised too.
@@ -318,6 +319,9 @@ def make_tuxav(out: str | Path, scale: str = "tiny", seed: int = 0, asset_dir: P
                stamps_per_class: int | None = None, background: str = "drawn") -> dict:
     """Generate the benchmark into `out`; returns a summary (also written to `out/tuxav.json`).
 
+    background: 'drawn' (random two-colour patterns, `background_contrast` scales them) or 'plain' (a mid-grey
+    backdrop; the tiny scale's default, README "Scales"). stamps_per_class=K draws each class's sounding objects
+    from its first K stamps (None: all).
     distractors=False draws every scene without its 1-2 silent objects (same clips, classes, splits and
     sounds drawn from the same per-clip seeds): the sounding object is then the only object, so finding it
     needs no audio (the segmentation learning test uses this to check the job's masks, not audio use)."""
@@ -368,7 +372,8 @@ def make_tuxav(out: str | Path, scale: str = "tiny", seed: int = 0, asset_dir: P
     pairs = make_pairs(rows, seed)
     atomic_write_csv(out / "pairs.csv", pairs, PAIR_COLUMNS)
     summary = {"scale": scale, "seed": seed, "distractors": distractors, "background": background,
-               "background_contrast": background_contrast, "stamps_per_class": stamps_per_class, "frame_size": size, "classes": {c: CLASS_STAMPS[c][:stamps_per_class] for c in classes},
+               "background_contrast": background_contrast, "stamps_per_class": stamps_per_class, "frame_size": size,
+               "classes": {c: CLASS_STAMPS[c][:stamps_per_class] for c in classes},
                "distractor_only": DISTRACTOR_ONLY, "clips": {s: sum(r["split"] == s for r in rows)
                                                                for s in ("train", "val", "test")},
                "videos": sum(bool(r["video"]) for r in rows), "pairs": len(pairs),
