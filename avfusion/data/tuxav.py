@@ -100,16 +100,16 @@ BACKGROUNDS = ("drawn", "plain")
 PLAIN_GREY = 128.0
 
 
-def make_background(rng: np.random.Generator, size: int, contrast: float = 1.0, kind: str = "drawn") -> np.ndarray:
+def make_background(rng: np.random.Generator, size: int, contrast: float = 1.0, background: str = "drawn") -> np.ndarray:
     """A procedural background `(size, size, 3)` float in [0, 255]. `drawn`: gradient, stripes, checks or blobs
     between two random colours, its deviations from its own mean colour scaled by `contrast` (1 = as drawn; the
     draws do not change). `plain`: a mid-grey backdrop (128) with the same light texture noise, no colour of its
     own (the two colours are still drawn, and nothing else, so a scene's later draws are those of the drawn kind's
     first two)."""
-    if kind not in BACKGROUNDS:
-        raise ValueError(f"background {kind!r}: choose from {BACKGROUNDS}")
+    if background not in BACKGROUNDS:
+        raise ValueError(f"background {background!r}: choose from {BACKGROUNDS}")
     c1, c2 = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
-    if kind == "plain":
+    if background == "plain":
         return np.clip(np.full((size, size, 3), PLAIN_GREY) + rng.normal(0, 6, (size, size, 3)), 0, 255)
     yy, xx = np.mgrid[0:size, 0:size] / size  # (S, S) each
     kind = rng.integers(4)
