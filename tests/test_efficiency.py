@@ -322,3 +322,32 @@ def test_factorized_pair_attention_identity_equals_materialised_pairs(dtype, tol
         ref, got = attn._attend_pairs(q, g_v, g_a), attn._attend_factorized(q, g_v, g_a)
     assert got.shape == (2, 4, 16, 16)
     assert ((got - ref).norm() / ref.norm()).item() < tol and ref.abs().max() > 1.0
+
+
+# ---------------------------------------------------------------------------------------------
+# benchmarks/device_check.py (issue 16, build 4): the verdict from its two CSVs
+
+
+def _row(columns: str, values: str) -> dict:
+    return dict(zip(columns.split(","), values.split(",")))
+
+
+def test_device_check_verdict_compares_the_loaders_wall_rate_with_the_gpus_clips_per_second():
+    check = _load_script("device_check")
+    step = [{"preset": "deepavfusion-vggsound", "batch": "64", "dtype": "bf16", "compiled": "True",
+             "clips_per_s": "1200", "mfu": "0.41", "gpu": "NVIDIA H200"}]
+    cols = "path,workers,items,items_per_s,items_per_cpu_s"
+    data = [_row(cols, "raw,paired,39,,13.0"), _row(cols, "prepared,alone,1300,,500"),
+            _row(cols, "raw,1,64,14.0,14.0"), _row(cols, "raw,15,64,150.0,12.0"),
+            _row(cols, "prepared-u8,1,1280,380.0,390.0"), _row(cols, "prepared-u8,15,1280,1500.0,300.0"),
+            _row(cols, "prepared,15,1280,1100.0,250.0")]
+    result = check.verdict(step, data)
+    assert result["clips_per_s"] == 1200 and result["mfu"] == 0.41
+    u8, prepared, raw = (result["paths"][p] for p in ("prepared-u8", "prepared", "raw"))
+    assert (u8["workers"], u8["items_per_s"], u8["keeps_up"], u8["loader_over_gpu"]) == (15, 1500.0, True, 1.25)
+    assert u8["cores_per_gpu_needed"] == 4.0                       # 1200 clips/s / 300 items per CPU-second
+    assert (prepared["keeps_up"], prepared["loader_over_gpu"]) == (False, 0.917)
+    assert (raw["keeps_up"], raw["cores_per_gpu_needed"]) == (False, 100.0)
+    table = check.markdown(result)
+    assert "| prepared-u8 | 15 | 1500 | 300 | 1.25 | yes | 4.0 |" in table and "1200 clips/s, MFU 41.0%" in table
+    assert "error" in check.verdict([], data)
