@@ -64,8 +64,8 @@ def ensure_packages(device_dir: Path) -> dict:
     probe = [sys.executable, "-c", "import av, soundfile"]
     if subprocess.run(probe, env=env, capture_output=True).returncode != 0:
         site = device_dir / "site"
-        subprocess.run([sys.executable, "-m", "pip", "install", "--no-index", "--find-links", str(device_dir / "wheels"),
-                        "--target", str(site), *WHEELS], check=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "--no-index", "--no-deps", "--find-links",
+                        str(device_dir / "wheels"), "--target", str(site), *WHEELS], check=True)
         env["PYTHONPATH"] = os.pathsep.join([str(site), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
         subprocess.run(probe, env=env, check=True)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
