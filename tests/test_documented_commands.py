@@ -62,7 +62,7 @@ SKIPPED = {   # pattern -> why the command is not run here
                                 "in tests/test_layouts.py)",
     r"--executor slurm|--profile slurm": "needs a SLURM cluster (tests/test_workflow_slurm.py runs the SLURM path)",
     r"device=cuda": "needs a GPU" if not torch.cuda.is_available() else "",
-    r"^make tiny": "the whole tiny DAG (37-61 min here with the install, README); its snakemake command is dry-run here",
+    r"^make tiny": "the whole tiny DAG (44 min here with the install, README); its snakemake command is dry-run here",
     r"^make test": "the test suite itself",
 }
 ADJUSTED = {   # (pattern, replacement, why)
