@@ -149,12 +149,13 @@ def run(out: Path, device_dir: Path, smoke: bool) -> int:
         step = ["--preset", "deepavfusion-vggsound", "--batch", "64", "--device", "cuda", "--dtype", "bf16", "--compile",
                 "--warmup", "5", "--iters", "20", "--peak-flops", str(PEAK_BF16)]
         data = ["--scale", "4", "--workers", *map(str, workers)]  # 5 120 prepared items: ~10 batches per worker
-    runs = [timed([sys.executable, str(HERE / "pretrain_step.py"), *step, "--out", str(out / "pretrain_step.csv")],
-                  env, 200, out / "pretrain_step.log")]
+    def pretrain_step(args: list[str], limit_s: int, log: str) -> dict:
+        return timed([sys.executable, str(HERE / "pretrain_step.py"), *args, "--out", str(out / "pretrain_step.csv")],
+                     env, limit_s, out / log)
+
+    runs = [pretrain_step(step, 200, "pretrain_step.log")]
     if runs[-1]["rc"] != 0 and "--compile" in step:  # torch.compile failed there: the eager step still gives MFU
-        step.remove("--compile")
-        runs.append(timed([sys.executable, str(HERE / "pretrain_step.py"), *step, "--out", str(out / "pretrain_step.csv")],
-                          env, 100, out / "pretrain_step_eager.log"))
+        runs.append(pretrain_step([a for a in step if a != "--compile"], 100, "pretrain_step_eager.log"))
     runs.append(timed([sys.executable, str(HERE / "data_throughput.py"), "--paths", "raw", "prepared", "prepared-u8",
                    "--transforms", "train", "--no-testdata-set", "--work", str(device_dir / "work"),
                    "--tag", "device-check" + ("-smoke" if smoke else ""), "--out", str(out / "data_throughput.csv"),
