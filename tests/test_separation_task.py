@@ -135,24 +135,9 @@ def tiny_with_class_frames(tuxav_tiny, tmp_path_factory):
     """The tiny tuxav benchmark with every clip's frame replaced by its class's own fixed image
     (one flat colour per class, so random crops and flips keep it): a visual condition that identifies
     the source for sure."""
-    from PIL import Image
+    from avfusion.data.tuxav import class_colour_frames
 
-    from avfusion.data.manifest import read_classes, read_manifest, write_manifest
-
-    root, tiny = tmp_path_factory.mktemp("tiny_sep"), tuxav_tiny
-    classes = read_classes(tiny)
-    out = root / "class_frames"
-    (out / "frames").mkdir(parents=True)
-    gen = np.random.default_rng(5)
-    for name in classes:
-        colour = gen.integers(0, 256, 3).astype(np.uint8)
-        Image.fromarray(np.broadcast_to(colour, (128, 128, 3)).copy()).save(out / "frames" / f"{name}.png")
-    rows = read_manifest(tiny / "manifest.csv")  # path columns absolute
-    for row in rows:
-        row["frame"] = str(out / "frames" / f"{row['label']}.png")
-    write_manifest(out, rows, classes=classes)
-    (out / "pairs.csv").write_bytes((tiny / "pairs.csv").read_bytes())
-    return out
+    return class_colour_frames(tuxav_tiny, tmp_path_factory.mktemp("tiny_sep") / "class_frames")
 
 
 @pytest.mark.slow

@@ -13,8 +13,8 @@ from PIL import Image
 from avfusion import audio, media
 from avfusion.cli import main as cli_main
 from avfusion.data.manifest import read_classes, read_manifest
-from avfusion.data.tuxav import (ASSET_DIR, CLASS_STAMPS, SCALES, SIZE_RANGE, crop_or_loop, make_sound,
-                                 make_tuxav, mask_box, pink_noise, read_index, vary_recording)
+from avfusion.data.tuxav import (ASSET_DIR, CLASS_STAMPS, SCALES, SIZE_RANGE, class_colour_frames, crop_or_loop,
+                                 make_sound, make_tuxav, mask_box, pink_noise, read_index, vary_recording)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -160,6 +160,29 @@ def test_manifest_splits_classes_and_media(smoke):
             assert abs(media.duration(r["audio"]) - 3.0) < 1e-6
     report = json.loads((smoke / "report.json").read_text())
     assert report["kept"] == len(rows) and report["skipped"] == 0
+
+
+def test_class_colour_frames_show_one_flat_colour_per_class_with_the_clips_own_audio(smoke, tmp_path):
+    """The diagnostic copy: every item's image is its class's flat colour (a clip stored as mp4 too), the
+    audio, labels and pairs are the source's."""
+    from avfusion.data.datasets import AVClipDataset
+
+    out = class_colour_frames(smoke, tmp_path / "class_frames")
+    assert (out / "pairs.csv").read_text() == (smoke / "pairs.csv").read_text()
+    assert read_classes(out) == read_classes(smoke)
+    src, diag = (AVClipDataset(d, "train", train=False, image_size=32) for d in (smoke, out))
+    rows = read_manifest(out / "manifest.csv")
+    train = [r for r in rows if r["split"] == "train"]
+    picks = [i for i, r in enumerate(train) if r["video"]][:1] + list(range(8))  # one mp4 clip and eight others
+    colours = {}
+    for i in picks:
+        item, orig = diag[i], src[i]
+        image = item["image"]  # (3, 32, 32), normalised
+        assert torch.equal(image, image[:, :1, :1].expand_as(image)), f"clip {train[i]['clip_id']}: not flat"
+        colours.setdefault(train[i]["label"], set()).add(tuple(image[:, 0, 0].tolist()))
+        assert torch.equal(item["audio"], orig["audio"]) and item["label"] == orig["label"]
+    assert all(len(c) == 1 for c in colours.values())          # one colour per class
+    assert len({next(iter(c)) for c in colours.values()}) == len(colours) >= 3   # and a different one each
 
 
 def test_masks_and_boxes_are_exact(smoke):

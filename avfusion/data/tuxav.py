@@ -387,6 +387,33 @@ def make_tuxav(out: str | Path, scale: str = "tiny", seed: int = 0, asset_dir: P
     return summary
 
 
+def class_colour_frames(src: str | Path, out: str | Path, seed: int = 5) -> Path:
+    """A copy of the manifest folder `src` (rows, classes, pairs.csv; media read from `src`) in which every
+    clip's frame is its class's own flat colour (one PNG per class in `out/frames`): a frame that names the
+    sounding class for sure, whatever the crop or flip. A diagnostic, not a benchmark: it separates what a
+    task's head can learn from what the image branch reads (tests/test_separation_task.py,
+    benchmarks/separation_budget.py). Returns `out`.
+
+        avfusion data make-tuxav --scale tiny --out data/tuxav-tiny --background plain
+        python -c "from avfusion.data.tuxav import class_colour_frames as f; f('data/tuxav-tiny', 'data/class-frames')"
+    """
+    from .manifest import read_classes, read_manifest
+
+    src, out = Path(src), Path(out)
+    classes = read_classes(src)
+    (out / "frames").mkdir(parents=True, exist_ok=True)
+    gen = np.random.default_rng(seed)
+    for name in classes:
+        colour = gen.integers(0, 256, 3).astype(np.uint8)
+        (out / "frames" / f"{name}.png").write_bytes(_png_bytes(np.broadcast_to(colour, (128, 128, 3)).copy()))
+    rows = read_manifest(src / "manifest.csv")  # path columns absolute
+    for row in rows:
+        row["frame"] = str(out / "frames" / f"{row['label']}.png")  # a clip stored as mp4 keeps its audio there
+    atomic_write_text(out / "pairs.csv", (src / "pairs.csv").read_text())
+    write_manifest(out, rows, classes=classes)  # last, as make_tuxav
+    return out
+
+
 def build_assets(src: Path, dst: Path = ASSET_DIR, max_side: int = 160) -> None:
     """Copy the stamps of shared/testdata/tuxpaint_image_sound into `dst` (done once; the result is
     committed): photos downscaled to `max_side` (RGBA PNG), sounds copied unchanged (ogg)."""
