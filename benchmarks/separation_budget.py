@@ -46,9 +46,9 @@ def manifest_for(frames: str, dag: Path, work: Path) -> Path:
     out = work / "tuxav_solo"
     if not (out / "manifest.csv").is_file():
         summary = json.loads((tuxav / "tuxav.json").read_text())
-        subprocess.run([sys.executable, "-m", "avfusion.cli", "data", "make-tuxav", "--scale", "tiny", "--out", str(out),
-                        "--seed", str(summary["seed"]), "--background", summary["background"], "--no-distractors"],
-                       check=True)
+        subprocess.run([sys.executable, "-m", "avfusion.cli", "data", "make-tuxav", "--scale", "tiny",
+                        "--out", str(out), "--seed", str(summary["seed"]), "--background", summary["background"],
+                        "--no-distractors"], check=True)
     return out
 
 
@@ -60,9 +60,10 @@ def run_one(dag: Path, frames: str, seed: int, steps: int, lr: float, work: Path
     if not config.is_file():
         raise SystemExit(f"{config}: not found; run `make tiny` in {dag} first (this reads the DAG's job configs)")
     out = work / f"{frames}_seed{seed}_steps{steps}_lr{lr:g}"
-    sets = [f"data.manifest={manifest_for(frames, dag, work)}", f"init.checkpoint={dag}/results/runs/tiny/pretrain/deepavfusion/seed{seed}",
-            "loss=power_weighted_bce", f"optim.lr={lr}", "optim.batch_size=16", f"optim.epochs={steps // STEPS_PER_EPOCH}",
-            f"optim.max_steps_per_epoch={STEPS_PER_EPOCH}", "n_examples=0"]
+    checkpoint = dag / "results" / "runs" / "tiny" / "pretrain" / "deepavfusion" / f"seed{seed}"
+    sets = [f"data.manifest={manifest_for(frames, dag, work)}", f"init.checkpoint={checkpoint}",
+            "loss=power_weighted_bce", f"optim.lr={lr}", "optim.batch_size=16",
+            f"optim.epochs={steps // STEPS_PER_EPOCH}", f"optim.max_steps_per_epoch={STEPS_PER_EPOCH}", "n_examples=0"]
     cmd = [sys.executable, "-m", "avfusion.cli", "separation", "--config", str(config), "--out", str(out)]
     for kv in sets:
         cmd += ["--set", kv]
@@ -73,7 +74,8 @@ def run_one(dag: Path, frames: str, seed: int, steps: int, lr: float, work: Path
     with open(out / "epochs.csv", newline="") as fh:
         last_loss = float(list(csv.DictReader(fh))[-1]["loss"])
     return {"date": time.strftime("%Y-%m-%d %H:%M"), "frames": frames, "seed": seed, "steps": m["steps"], "lr": lr,
-            "sdr": round(m["sdr"], 3), "sdr_mix": round(m["sdr_mix"], 3), "sdr_minus_mix": round(m["sdr"] - m["sdr_mix"], 3),
+            "sdr": round(m["sdr"], 3), "sdr_mix": round(m["sdr_mix"], 3),
+            "sdr_minus_mix": round(m["sdr"] - m["sdr_mix"], 3),
             "sir": round(m["sir"], 3), "last_epoch_loss": round(last_loss, 4),
             "cpu_s": round(result["provenance"]["usage"]["cpu_s"]), "run": str(out)}
 

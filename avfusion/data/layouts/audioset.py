@@ -79,12 +79,6 @@ def prepare(root: str | Path, out: str | Path, check_media: bool = True,
                 continue
             seen.add(key)
             path = root / "clips" / ytid[:2] / clip_filename(ytid, int(start), int(end))
-            ok, duration, reason = media.check(path, "video")
-            if not ok:
-                report.skip(str(path), reason)
-                continue
-            rows.append({"clip_id": key, "split": split, "video": str(path), "audio": "", "frame": "",
-                         "start": 0.0, "end": round(duration, 3) if duration else round(end - start, 3),
-                         "label": LABEL_SEP.join(mid_to_name[m] for m in mids)})
-            report.keep()
+            media.add_video_clip(rows, report, path, round(end - start, 3), clip_id=key, split=split,
+                                 label=LABEL_SEP.join(mid_to_name[m] for m in mids))
     return finish(out, rows, report, classes, desc="audioset")

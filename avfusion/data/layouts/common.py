@@ -231,6 +231,19 @@ class MediaCheck:
             return None
         return size, duration
 
+    def add_video_clip(self, rows: list[dict], report: SkipReport, path: Path, default_end, **fields) -> bool:
+        """One clip stored as a video file: check it; if it is usable, append its manifest row (`video` =
+        path, start 0, end = its probed duration or `default_end`, plus `fields`: clip_id, split, label, ...)
+        and count it kept, else count the skip with its reason. Returns whether it was kept."""
+        ok, duration, reason = self.check(path, "video")
+        if not ok:
+            report.skip(str(path), reason)
+            return False
+        rows.append({"video": str(path), "audio": "", "frame": "", "start": 0.0,
+                     "end": round(duration, 3) if duration else default_end, **fields})
+        report.keep()
+        return True
+
 
 def progress_for(total: int, desc: str) -> Progress:
     return Progress(total=total, desc=desc, every=max(1, total // 20))

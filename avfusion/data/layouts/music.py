@@ -93,14 +93,8 @@ def prepare(root: str | Path, out: str | Path, check_media: bool = True, version
             if yid in duet_ids:
                 report.skip(str(path), "held-out duet (code rule: neither trained nor evaluated)")
                 continue
-            ok, duration, reason = media.check(path, "video")
-            if not ok:
-                report.skip(str(path), reason)
-                continue
-            rows.append({"clip_id": path.stem, "split": "test" if yid in eval_ids else "train",
-                         "video": str(path), "audio": "", "frame": "", "start": 0.0,
-                         "end": round(duration, 3) if duration else "", "label": cls, "source": yid})
-            report.keep()
+            split = "test" if yid in eval_ids else "train"
+            media.add_video_clip(rows, report, path, "", clip_id=path.stem, split=split, label=cls, source=yid)
     pairs = fixed_pairs([r for r in rows if r["split"] == "test"], seed=seed)
     return finish(out, rows, report, classes, pairs, desc=f"music {version}")
 

@@ -66,13 +66,7 @@ def prepare(root: str | Path, out: str | Path, check_media: bool = True, train_l
             continue
         seen.add(key)
         path = root / "clips" / f"playing_{cls}" / clip_filename(ytid, start)
-        ok, duration, reason = media.check(path, "video")
-        if not ok:
-            report.skip(str(path), reason)
-            continue
-        rows.append({"clip_id": key, "split": "test" if ytid in held_out else "train", "video": str(path),
-                     "audio": "", "frame": "", "start": 0.0, "end": round(duration, 3) if duration else 10.0,
-                     "label": cls, "source": ytid})
-        report.keep()
+        media.add_video_clip(rows, report, path, 10.0, clip_id=key, split="test" if ytid in held_out else "train",
+                             label=cls, source=ytid)
     pairs = fixed_pairs([r for r in rows if r["split"] == "test"], seed=seed)[:n_pairs]
     return finish(out, rows, report, classes, pairs, desc="vggsound_instruments")

@@ -122,14 +122,8 @@ def prepare(root: str | Path, out: str | Path, check_media: bool = True, train_l
                 continue
             ytid, start = split_clip_key(key)
             path = root / "clips" / f"playing_{cls}" / clip_filename(ytid, start)
-            ok, duration, reason = media.check(path, "video")
-            if not ok:
-                report.skip(str(path), reason)
-                continue
-            rows.append({"clip_id": key, "split": split, "video": str(path), "audio": "", "frame": "",
-                         "start": 0.0, "end": round(duration, 3) if duration else 10.0, "label": cls})
-            kept.add(key)
-            report.keep()
+            if media.add_video_clip(rows, report, path, 10.0, clip_id=key, split=split, label=cls):
+                kept.add(key)
 
     pairs = []
     for index, p in enumerate(pairs_meta):  # pair_id = row index in vggmusic_eval_ss.csv

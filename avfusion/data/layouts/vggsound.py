@@ -63,11 +63,5 @@ def prepare(root: str | Path, out: str | Path, check_media: bool = True,
             continue
         seen.add(key)
         path = root / "clips" / cls / clip_filename(ytid, start)
-        ok, duration, reason = media.check(path, "video")
-        if not ok:
-            report.skip(str(path), reason)
-            continue
-        rows.append({"clip_id": key, "split": split, "video": str(path), "audio": "", "frame": "",
-                     "start": 0.0, "end": round(duration, 3) if duration else 10.0, "label": cls})
-        report.keep()
+        media.add_video_clip(rows, report, path, 10.0, clip_id=key, split=split, label=cls)
     return finish(out, rows, report, classes, desc="vggsound")
