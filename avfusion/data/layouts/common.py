@@ -3,11 +3,12 @@ repo metadata lookup, fixed evaluation pairs, and writing the manifest folder.
 
 Every parser follows the same pattern:
 
-    report = LayoutReport()
+    report, media = LayoutReport(), MediaCheck(check_media)
     for item in metadata:
-        ok, info = media.check(path, kind="video")       # counted skip with its reason, never silent
-        ...
-    finish(out, rows, report, classes, pairs)             # manifest.csv, classes.txt, report.json, pairs.csv
+        media.add_video_clip(rows, report, path, 10.0, clip_id=..., split=..., label=...)  # kept, or a counted
+        ...                                               # skip with its reason, never silent (stills + audio:
+    finish(out, rows, report, classes, pairs)             # media.frame_and_audio); manifest.csv, classes.txt,
+                                                          # report.json, pairs.csv
 """
 from __future__ import annotations
 
