@@ -10,7 +10,7 @@ data) with only the keys below changed, so a result says what the DAG's job woul
   `solo`: the same clips drawn without the silent objects (`make-tuxav --no-distractors`, generated into
   `--work` once); `class`: every frame replaced by its class's flat colour
   (`avfusion.data.tuxav.class_colour_frames`): a frame that names the sounding class for sure.
-- `power_weighted_bce` at lr `--lr` (constant schedule shape: the engine's cosine over the run), batches of
+- `power_weighted_bce` at peak lr `--lr` (the engine's cosine schedule over the run, no warmup), batches of
   16 mixtures with both sources, `--steps` steps (96 per epoch).
 Writes one row per run to `--out` (CSV, appended: frames, seed, steps, sdr, sdr_mix, sdr - sdr_mix, sir,
 the last epoch's mean training loss, the job's CPU-s) and the run folders under `--work`. A loss that stays at
