@@ -27,7 +27,6 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
 COLUMNS = ["date", "frames", "seed", "steps", "lr", "sdr", "sdr_mix", "sdr_minus_mix", "sir", "last_epoch_loss",
            "cpu_s", "run"]
 STEPS_PER_EPOCH = 96  # 1 536 training clips / 16 mixtures
@@ -38,17 +37,16 @@ def manifest_for(frames: str, dag: Path, work: Path) -> Path:
     tuxav = dag / "data" / "tiny" / "tuxav"
     if frames == "scene":
         return tuxav
-    if frames == "class":
-        from avfusion.data.tuxav import class_colour_frames
+    from avfusion.data.tuxav import class_colour_frames, make_tuxav
 
-        out = work / "class_frames"
-        return out if (out / "manifest.csv").is_file() else class_colour_frames(tuxav, out)
-    out = work / "tuxav_solo"
-    if not (out / "manifest.csv").is_file():
-        summary = json.loads((tuxav / "tuxav.json").read_text())
-        subprocess.run([sys.executable, "-m", "avfusion.cli", "data", "make-tuxav", "--scale", "tiny",
-                        "--out", str(out), "--seed", str(summary["seed"]), "--background", summary["background"],
-                        "--no-distractors"], check=True)
+    out = work / ("class_frames" if frames == "class" else "tuxav_solo")
+    if (out / "manifest.csv").is_file():  # written last: the folder is complete
+        return out
+    if frames == "class":
+        return class_colour_frames(tuxav, out)
+    made = json.loads((tuxav / "tuxav.json").read_text())  # the DAG's benchmark, drawn again without distractors
+    make_tuxav(out, made["scale"], made["seed"], distractors=False, background=made["background"],
+               background_contrast=made["background_contrast"], stamps_per_class=made["stamps_per_class"])
     return out
 
 
