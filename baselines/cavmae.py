@@ -35,8 +35,8 @@ from torch import nn
 
 from avfusion.config import ConfigError, merge
 from avfusion.models.avmae import masked_patch_loss, random_masking
-from avfusion.models.encoder import EncoderOutput, load_branch_checkpoint
-from avfusion.models.layers import (Attention, Block, DropPath, Mlp, check_input, init_weights_mae,
+from avfusion.models.encoder import EncoderOutput, TwoBranchEncoder, load_branch_checkpoint
+from avfusion.models.layers import (Attention, Block, DropPath, Mlp, init_weights_mae,
                                     sincos_pos_table_2d)
 from avfusion.models.presets import PRESETS, BranchSpec, ViTModel
 from avfusion.models.registry import register
@@ -63,7 +63,7 @@ class JointBlock(nn.Module):
         return x + self.drop_path(self.mlp(getattr(self, f"norm2{suffix}")(x)))
 
 
-class CAVMAEEncoder(nn.Module):
+class CAVMAEEncoder(TwoBranchEncoder):
     """Two modality-specific ViT stacks + `joint_depth` shared blocks; see the module docstring."""
 
     def __init__(self, embed_dim: int = 768, depth: int = 12, joint_depth: int = 1, num_heads: int = 12,
@@ -104,11 +104,8 @@ class CAVMAEEncoder(nn.Module):
 
     def embed(self, image: torch.Tensor, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Patch tokens + positions + modality embedding: (B, Nv, D), (B, Na, D)."""
-        check_input("image", image, 3, self.image.input_size)
-        check_input("audio", audio, 1, self.audio.input_size)
-        if image.shape[0] != audio.shape[0]:
-            raise ValueError(f"image and audio: batch sizes differ ({image.shape[0]} vs {audio.shape[0]})")
-        return self.image.embed(image) + self.modality_image, self.audio.embed(audio) + self.modality_audio
+        x_img, x_aud = super().embed(image, audio)
+        return x_img + self.modality_image, x_aud + self.modality_audio
 
     def forward_tokens(self, x_img: torch.Tensor, x_aud: torch.Tensor, return_embs: bool = False) -> EncoderOutput:
         """Embedded (possibly masked) tokens (B, n_v, D), (B, n_a, D) -> EncoderOutput."""
@@ -127,16 +124,6 @@ class CAVMAEEncoder(nn.Module):
                 layers.append((x_img, x_aud, x_joint))
         return EncoderOutput(self.image.norm(x_img), self.audio.norm(x_aud), self.fusion_norm(x_joint),
                              layers if return_embs else None)
-
-    def forward(self, image: torch.Tensor, audio: torch.Tensor, return_embs: bool = False,
-                image_ids_keep: torch.Tensor | None = None,
-                audio_ids_keep: torch.Tensor | None = None) -> EncoderOutput:
-        x_img, x_aud = self.embed(image, audio)
-        if image_ids_keep is not None:
-            x_img = gather_tokens(x_img, image_ids_keep)  # (B, n_v_visible, D)
-        if audio_ids_keep is not None:
-            x_aud = gather_tokens(x_aud, audio_ids_keep)  # (B, n_a_visible, D)
-        return self.forward_tokens(x_img, x_aud, return_embs)
 
 
 def load_unimodal_init(enc: CAVMAEEncoder, path, modality: str) -> None:

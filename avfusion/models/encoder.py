@@ -53,7 +53,34 @@ def parse_fusion_layers(layers, depth: int) -> list[int]:
     return sorted(set(ids))
 
 
-class DeepAVFusionEncoder(nn.Module):
+class TwoBranchEncoder(nn.Module):
+    """What every audio-visual encoder here shares: an image and an audio ViT branch (`self.image`,
+    `self.audio`) whose patch tokens go through `forward_tokens` (the subclass's layers) to an EncoderOutput."""
+
+    def embed(self, image: torch.Tensor, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Patch tokens + positions: image (B,3,H,W) -> (B, Nv, D); audio (B,1,F,T) -> (B, Na, D)."""
+        check_input("image", image, 3, self.image.input_size)
+        check_input("audio", audio, 1, self.audio.input_size)
+        if image.shape[0] != audio.shape[0]:
+            raise ValueError(f"image and audio: batch sizes differ ({image.shape[0]} vs {audio.shape[0]})")
+        return self.image.embed(image), self.audio.embed(audio)
+
+    def forward_tokens(self, x_img: torch.Tensor, x_aud: torch.Tensor, return_embs: bool = False) -> EncoderOutput:
+        raise NotImplementedError
+
+    def forward(self, image: torch.Tensor, audio: torch.Tensor, return_embs: bool = False,
+                image_ids_keep: torch.Tensor | None = None,
+                audio_ids_keep: torch.Tensor | None = None) -> EncoderOutput:
+        """image (B,3,H,W), audio (B,1,F,T) -> EncoderOutput; `*_ids_keep` (B, K) keep only those patches."""
+        x_img, x_aud = self.embed(image, audio)
+        if image_ids_keep is not None:
+            x_img = gather_tokens(x_img, image_ids_keep)  # (B, n_v_visible, D)
+        if audio_ids_keep is not None:
+            x_aud = gather_tokens(x_aud, audio_ids_keep)  # (B, n_a_visible, D)
+        return self.forward_tokens(x_img, x_aud, return_embs)
+
+
+class DeepAVFusionEncoder(TwoBranchEncoder):
     """Image ViT + audio ViT + fusion tokens/blocks; see the module docstring."""
 
     def __init__(self, embed_dim: int = 768, depth: int = 12, num_heads: int = 12, mlp_ratio: float = 4.0,
@@ -99,14 +126,6 @@ class DeepAVFusionEncoder(nn.Module):
             if path:
                 load_branch_checkpoint(getattr(self, name), path, name)
 
-    def embed(self, image: torch.Tensor, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Patch tokens + positions: image (B,3,H,W) -> (B, Nv, D); audio (B,1,F,T) -> (B, Na, D)."""
-        check_input("image", image, 3, self.image.input_size)
-        check_input("audio", audio, 1, self.audio.input_size)
-        if image.shape[0] != audio.shape[0]:
-            raise ValueError(f"image and audio: batch sizes differ ({image.shape[0]} vs {audio.shape[0]})")
-        return self.image.embed(image), self.audio.embed(audio)
-
     def forward_tokens(self, x_img: torch.Tensor, x_aud: torch.Tensor, return_embs: bool = False) -> EncoderOutput:
         """Run the layer loop on embedded (possibly masked) tokens (B, n_v, D), (B, n_a, D)."""
         B = x_img.shape[0]
@@ -126,17 +145,6 @@ class DeepAVFusionEncoder(nn.Module):
                 layers.append((x_img, x_aud, x_fus))
         return EncoderOutput(self.image.norm(x_img), self.audio.norm(x_aud), self.fusion_norm(x_fus),
                              layers if return_embs else None)
-
-    def forward(self, image: torch.Tensor, audio: torch.Tensor, return_embs: bool = False,
-                image_ids_keep: torch.Tensor | None = None,
-                audio_ids_keep: torch.Tensor | None = None) -> EncoderOutput:
-        """image (B,3,H,W), audio (B,1,F,T) -> EncoderOutput; `*_ids_keep` (B, K) keep only those patches."""
-        x_img, x_aud = self.embed(image, audio)
-        if image_ids_keep is not None:
-            x_img = gather_tokens(x_img, image_ids_keep)
-        if audio_ids_keep is not None:
-            x_aud = gather_tokens(x_aud, audio_ids_keep)
-        return self.forward_tokens(x_img, x_aud, return_embs)
 
 
 def load_branch_checkpoint(vit: ViT, path, modality: str) -> None:
