@@ -1,4 +1,4 @@
-"""What separation needs on the tiny benchmark: the DAG's own separation job, longer, on three kinds of frame.
+"""What separation needs on the tiny benchmark: the DAG's own separation job, longer, on four kinds of frame.
 
     python benchmarks/separation_budget.py --dag . --frames class --steps 1152   # ~15 CPU-min, after `make tiny`
     python benchmarks/separation_budget.py --dag . --frames scene solo --steps 1152 --seed 0
@@ -8,7 +8,8 @@ Each run is `avfusion separation` with the job config the DAG wrote for DeepAVFu
 data) with only the keys below changed, so a result says what the DAG's job would reach with that budget:
 - `--frames scene`: the DAG's tuxav (scenes of the sounding object and 1-2 silent ones);
   `solo`: the same clips drawn without the silent objects (`make-tuxav --no-distractors`, generated into
-  `--work` once); `class`: every frame replaced by its class's flat colour
+  `--work` once); `solo1`: the same, with one photo (and recording) per class (`--stamps-per-class 1`);
+  `class`: every frame replaced by its class's flat colour
   (`avfusion.data.tuxav.class_colour_frames`): a frame that names the sounding class for sure.
 - `power_weighted_bce` at peak lr `--lr` (the engine's cosine schedule over the run, no warmup), batches of
   16 mixtures with both sources, `--steps` steps (96 per epoch).
@@ -33,20 +34,21 @@ STEPS_PER_EPOCH = 96  # 1 536 training clips / 16 mixtures
 
 
 def manifest_for(frames: str, dag: Path, work: Path) -> Path:
-    """The tuxav manifest folder of a kind of frame (`solo` and `class` made once under `work`)."""
+    """The tuxav manifest folder of a kind of frame (`solo`, `solo1` and `class` made once under `work`)."""
     tuxav = dag / "data" / "tiny" / "tuxav"
     if frames == "scene":
         return tuxav
     from avfusion.data.tuxav import class_colour_frames, make_tuxav
 
-    out = work / ("class_frames" if frames == "class" else "tuxav_solo")
+    out = work / {"class": "class_frames", "solo": "tuxav_solo", "solo1": "tuxav_solo_1stamp"}[frames]
     if (out / "manifest.csv").is_file():  # written last: the folder is complete
         return out
     if frames == "class":
         return class_colour_frames(tuxav, out)
     made = json.loads((tuxav / "tuxav.json").read_text())  # the DAG's benchmark, drawn again without distractors
     make_tuxav(out, made["scale"], made["seed"], distractors=False, background=made["background"],
-               background_contrast=made["background_contrast"], stamps_per_class=made["stamps_per_class"])
+               background_contrast=made["background_contrast"],
+               stamps_per_class=1 if frames == "solo1" else made["stamps_per_class"])
     return out
 
 
@@ -81,7 +83,7 @@ def run_one(dag: Path, frames: str, seed: int, steps: int, lr: float, work: Path
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dag", type=Path, default=Path("."), help="folder where `make tiny` ran")
-    parser.add_argument("--frames", nargs="+", choices=["scene", "solo", "class"], default=["class"])
+    parser.add_argument("--frames", nargs="+", choices=["scene", "solo", "solo1", "class"], default=["class"])
     parser.add_argument("--seed", type=int, nargs="+", default=[0])
     parser.add_argument("--steps", type=int, default=1152)
     parser.add_argument("--lr", type=float, default=3e-3)
