@@ -31,16 +31,17 @@ from pathlib import Path
 COLUMNS = ["date", "frames", "seed", "steps", "lr", "sdr", "sdr_mix", "sdr_minus_mix", "sir", "last_epoch_loss",
            "cpu_s", "run"]
 STEPS_PER_EPOCH = 96  # 1 536 training clips / 16 mixtures
+MADE_FRAMES = {"class": "class_frames", "solo": "tuxav_solo", "solo1": "tuxav_solo_1stamp"}  # kind -> folder in --work
 
 
 def manifest_for(frames: str, dag: Path, work: Path) -> Path:
-    """The tuxav manifest folder of a kind of frame (`solo`, `solo1` and `class` made once under `work`)."""
+    """The tuxav manifest folder of a kind of frame (the DAG's for `scene`; the others made once under `work`)."""
     tuxav = dag / "data" / "tiny" / "tuxav"
     if frames == "scene":
         return tuxav
     from avfusion.data.tuxav import class_colour_frames, make_tuxav
 
-    out = work / {"class": "class_frames", "solo": "tuxav_solo", "solo1": "tuxav_solo_1stamp"}[frames]
+    out = work / MADE_FRAMES[frames]
     if (out / "manifest.csv").is_file():  # written last: the folder is complete
         return out
     if frames == "class":
@@ -83,7 +84,7 @@ def run_one(dag: Path, frames: str, seed: int, steps: int, lr: float, work: Path
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dag", type=Path, default=Path("."), help="folder where `make tiny` ran")
-    parser.add_argument("--frames", nargs="+", choices=["scene", "solo", "solo1", "class"], default=["class"])
+    parser.add_argument("--frames", nargs="+", choices=["scene", *MADE_FRAMES], default=["class"])
     parser.add_argument("--seed", type=int, nargs="+", default=[0])
     parser.add_argument("--steps", type=int, default=1152)
     parser.add_argument("--lr", type=float, default=3e-3)
